@@ -1,0 +1,31 @@
+# migrationbot. `make help` lists the targets.
+GO      ?= go
+BIN     := bin/migrationbot
+CONFIG  ?= examples/migrationbot.toml
+
+.PHONY: help build run test bench fuzz vet fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build bin/migrationbot
+	@$(GO) build -o $(BIN) ./cmd/migrationbot
+
+run: build ## the shell on the example config with the embedded Redis (pipe commands in, or type them)
+	@env -u REDIS_URL $(BIN) shell --config $(CONFIG)
+
+test: ## run every test (needs Redis on 127.0.0.1:6379 or REDIS_TEST_URL; .ci/run starts one)
+	$(GO) test -race -count=1 ./...
+
+bench: ## run the benchmarks
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz: ## run each fuzz target for a few seconds
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 5s ./commands/
+
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,274 @@
+package commands
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/migrationbot/migrationbot/checks"
+	"github.com/migrationbot/migrationbot/state"
+)
+
+// Migration is one configured migration.
+type Migration struct {
+	Name               string
+	Channel            string // Slack channel ID for announcements and reports
+	PublicHostname     string
+	SourceHost         string
+	NewAddresses       []string
+	ProxyAddresses     []string
+	Domains            []string
+	ConfidenceDays     int
+	ReportSchedule     string
+	DecommissionPhrase string // default "decommission <source_host>"
+	Checks             checks.Config
+}
+
+// Phrase is the text an admin types to confirm decommissioning.
+func (m *Migration) Phrase() string {
+	if m.DecommissionPhrase != "" {
+		return m.DecommissionPhrase
+	}
+	return "decommission " + m.SourceHost
+}
+
+// Target is what the checks compare against in phase p.
+func (m *Migration) Target(p state.Phase) checks.Target {
+	return checks.Target{
+		PublicHostname: m.PublicHostname,
+		SourceHost:     m.SourceHost,
+		NewAddresses:   m.NewAddresses,
+		ProxyAddresses: m.ProxyAddresses,
+		Domains:        m.Domains,
+		Phase:          string(p),
+	}
+}
+
+// Request is one command as it arrived.
+type Request struct {
+	UserID    string // Slack user ID of the caller
+	ChannelID string // where it was typed; a channel bound to one migration needs no name
+	Text      string // "status example", with or without the leading "/migration"
+	RequestID string // for the audit log; generated when empty
+}
+
+// Response is the answer to a command.
+type Response struct {
+	Text      string // plain text, one or more lines
+	Migration string // the migration concerned, "" when none
+	Channel   string // that migration's channel
+	Announce  bool   // a transition: post Text to Channel as well
+	Failed    bool   // refused or failed; nothing changed
+	Checks    []checks.Result
+}
+
+// Checker runs verification checks; *checks.Runner is one.
+type Checker interface {
+	Run(ctx context.Context, t checks.Target, cfg checks.Config, ids ...string) []checks.Result
+}
+
+// GroupResolver lists the members of a Slack user group (S...).
+type GroupResolver interface {
+	GroupMembers(ctx context.Context, group string) ([]string, error)
+}
+
+// Handler answers commands.
+type Handler struct {
+	Migrations []*Migration
+	Admins     []string // Slack user IDs (U...) or user group IDs (S...)
+	Operators  []string
+	Store      *state.Store
+	Checker    Checker       // nil: no checks configured
+	Groups     GroupResolver // nil: user groups match nobody
+	Now        func() time.Time
+	Log        *slog.Logger
+	// NextReport returns when the next report of a migration is due (zero when unknown).
+	NextReport func(name string) time.Time
+	// StoreTimeout bounds every Redis call (default 2s), so an answer comes in time.
+	StoreTimeout time.Duration
+}
+
+// ChallengeTTL is how long a decommission phrase stays valid.
+const ChallengeTTL = 10 * time.Minute
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (h *Handler) log() *slog.Logger {
+	if h.Log != nil {
+		return h.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (h *Handler) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := h.StoreTimeout
+	if d <= 0 {
+		d = 2 * time.Second
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// Migration returns the configured migration called name, or nil.
+func (h *Handler) Migration(name string) *Migration {
+	for _, m := range h.Migrations {
+		if m.Name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+func (h *Handler) names() []string {
+	out := make([]string, len(h.Migrations))
+	for i, m := range h.Migrations {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// call is one command being answered.
+type call struct {
+	req  Request
+	sub  *Subcommand
+	m    *Migration
+	args []string
+	role Role
+	now  time.Time
+}
+
+// IsSlow reports whether the command in text may take longer than Slack's 3-second ack.
+func (h *Handler) IsSlow(text string) bool {
+	p, err := Parse(text, h.names())
+	return err == nil && p.Sub.Slow
+}
+
+// Handle answers one command. The Response is always filled in for the user; the error, when
+// not nil, is the internal cause to log (the user already has a clear message).
+func (h *Handler) Handle(ctx context.Context, req Request) (Response, error) {
+	if req.RequestID == "" {
+		req.RequestID = NewRequestID()
+	}
+	p, err := Parse(req.Text, h.names())
+	if err != nil {
+		return usageResponse(err), nil
+	}
+	c := &call{req: req, sub: p.Sub, args: p.Args, now: h.now()}
+	c.role = h.roleOf(ctx, req.UserID)
+	if p.Sub.Name == "help" {
+		return h.help(c), nil
+	}
+	if c.role < p.Sub.Role {
+		return h.denied(c, p.Sub.Role), nil
+	}
+	c.m, err = h.pick(p.Migration, req.ChannelID)
+	if err != nil {
+		return usageResponse(&UsageError{Msg: err.Error(), Sub: p.Sub}), nil
+	}
+	var resp Response
+	switch p.Sub.Name {
+	case "status":
+		resp, err = h.status(ctx, c)
+	case "check":
+		resp, err = h.check(ctx, c)
+	case "history":
+		resp, err = h.history(ctx, c)
+	case "cutover":
+		resp, err = h.cutover(ctx, c)
+	case "rollback":
+		resp, err = h.rollback(ctx, c)
+	case "decommission":
+		resp, err = h.decommission(ctx, c)
+	case "extend":
+		resp, err = h.extend(ctx, c)
+	case "init":
+		resp, err = h.init(ctx, c)
+	}
+	var ue *UsageError
+	if errors.As(err, &ue) {
+		if ue.Sub == nil {
+			ue.Sub = p.Sub
+		}
+		return usageResponse(ue), nil
+	}
+	if err != nil {
+		resp = h.storeError(c, err)
+	}
+	resp.Migration = c.m.Name
+	resp.Channel = c.m.Channel
+	return resp, err
+}
+
+// pick finds the migration a command is about.
+func (h *Handler) pick(named, channel string) (*Migration, error) {
+	if named != "" {
+		return h.Migration(named), nil
+	}
+	if len(h.Migrations) == 1 {
+		return h.Migrations[0], nil
+	}
+	var bound *Migration
+	for _, m := range h.Migrations {
+		if channel != "" && m.Channel == channel {
+			if bound != nil {
+				bound = nil // two migrations share the channel: ambiguous
+				break
+			}
+			bound = m
+		}
+	}
+	if bound != nil {
+		return bound, nil
+	}
+	return nil, fmt.Errorf("which migration? name one of: %s", strings.Join(h.names(), ", "))
+}
+
+func usageResponse(err error) Response {
+	var ue *UsageError
+	msg := err.Error()
+	text := "Error: " + msg
+	if errors.As(err, &ue) && ue.Sub != nil {
+		text += "\nUsage: /migration " + ue.Sub.Usage + "\nExample: /migration " + ue.Sub.Example
+	} else {
+		text += "\nSubcommands: " + subcommandNames() + ". Try /migration help."
+	}
+	return Response{Text: text, Failed: true}
+}
+
+func subcommandNames() string {
+	names := make([]string, len(Registry))
+	for i, s := range Registry {
+		names[i] = s.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+// storeError turns a store failure into the user's message.
+func (h *Handler) storeError(c *call, err error) Response {
+	name := c.m.Name
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return Response{Failed: true, Text: fmt.Sprintf("%s has no state in Redis: it was never initialised, or Redis lost its data. Nothing changed.\nAn admin restores it with /migration init %s <phase> <since> (for example /migration init %s cutover 2026-12-01T09:00:00Z).", name, name, name)}
+	case errors.Is(err, context.DeadlineExceeded) && c.sub.Role > Anyone:
+		return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) did not answer in time. The %s may or may not have been applied; nothing is half-written. Check with /migration status %s before retrying.", c.sub.Name, name)}
+	case c.sub.Role > Anyone:
+		return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) is unavailable, so %s was not applied: nothing changed. Try again in a moment; /migration help still works.", c.sub.Name)}
+	}
+	return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) is unavailable, so %s cannot be answered right now. Try again in a moment.", c.sub.Name)}
+}
+
+// NewRequestID returns a random id for the audit log.
+func NewRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,670 @@
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/migrationbot/migrationbot/checks"
+	"github.com/migrationbot/migrationbot/state"
+)
+
+// MaxReasonLen bounds a reason kept in the audit log.
+const MaxReasonLen = 500
+
+func (h *Handler) noArgs(c *call) error {
+	if len(c.args) > 0 {
+		return h.unexpected(c.args[0])
+	}
+	return nil
+}
+
+func (h *Handler) unexpected(word string) error {
+	if len(h.Migrations) > 1 {
+		return &UsageError{Msg: fmt.Sprintf("unexpected %q: not a configured migration (%s)", clip(word, 40), strings.Join(h.names(), ", "))}
+	}
+	return &UsageError{Msg: fmt.Sprintf("unexpected %q", clip(word, 40))}
+}
+
+func reasonOf(words []string, what string) (string, error) {
+	r := strings.Join(words, " ")
+	if r == "" {
+		return "", &UsageError{Msg: what + " needs a reason"}
+	}
+	if len(r) > MaxReasonLen {
+		return "", &UsageError{Msg: fmt.Sprintf("reason too long (%d characters, at most %d)", len(r), MaxReasonLen)}
+	}
+	return r, nil
+}
+
+func (h *Handler) status(ctx context.Context, c *call) (Response, error) {
+	if err := h.noArgs(c); err != nil {
+		return Response{}, err
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	snap, err := h.Store.Snapshot(sctx, c.m.Name, 5)
+	if err != nil {
+		return Response{}, err
+	}
+	var b strings.Builder
+	if !snap.Found {
+		fmt.Fprintf(&b, "%s: no state in Redis.\nThe migration is configured but Redis has no record of it: it was never initialised, or Redis lost its data (restarted without persistence, flushed, failed over). Mutating commands are refused until an admin restores it with /migration init %s <phase> <since>.", c.m.Name, c.m.Name)
+		if len(snap.Events) > 0 {
+			b.WriteString("\nThe audit log survived; its last events:")
+			writeEvents(&b, snap.Events)
+		}
+		return Response{Text: b.String(), Failed: true}, nil
+	}
+	rec := snap.Record
+	last := decodeChecks(snap.Checks)
+	b.WriteString(headline(rec, c.now))
+	fmt.Fprintf(&b, "\nSince %s by %s", fmtTime(rec.Since), mention(rec.By))
+	if rec.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", rec.Reason)
+	}
+	switch rec.Phase {
+	case state.Cutover:
+		ends := rec.ConfidenceEnds()
+		if c.now.Before(ends) {
+			fmt.Fprintf(&b, "\nEarliest decommission: %s (in %s)", fmtTime(ends), until(ends.Sub(c.now)))
+		} else {
+			fmt.Fprintf(&b, "\nConfidence period over since %s: decommissioning is possible (/migration decommission %s)", fmtTime(ends), c.m.Name)
+		}
+		b.WriteString("\nChecklist:")
+		for _, item := range Checklist {
+			fmt.Fprintf(&b, "\n  %s", item.Label)
+			writeLast(&b, last, item.IDs, c.now, "    ")
+		}
+	case state.Proxied:
+		b.WriteString("\nCutover gate (source empty):")
+		writeLast(&b, last, checks.Gate, c.now, "  ")
+	case state.Decommissioned:
+		b.WriteString("\nFinal: the source is decommissioned; there is nothing to roll back to.")
+	}
+	if h.NextReport != nil && rec.Phase != state.Decommissioned {
+		if t := h.NextReport(c.m.Name); !t.IsZero() {
+			fmt.Fprintf(&b, "\nNext report: %s", fmtTime(t))
+		}
+	}
+	if len(snap.Events) > 0 {
+		b.WriteString("\nLast events:")
+		writeEvents(&b, snap.Events)
+	}
+	return Response{Text: b.String()}, nil
+}
+
+// ChecklistItem is one step of the runbook inside cutover and the checks that verify it.
+type ChecklistItem struct {
+	Label string
+	IDs   []string
+}
+
+// Checklist is the runbook inside cutover, in order.
+var Checklist = []ChecklistItem{
+	{"DNS repointed to the new deployment", []string{checks.IDDNS}},
+	{"Clients reach the new server directly", []string{checks.IDDirect, checks.IDTLS}},
+	{"Proxy stopped", []string{checks.IDProxy}},
+	{"Migration config removed", []string{checks.IDCleanup, checks.IDRelay}},
+	{"Source alive as the fallback", []string{checks.IDSource}},
+}
+
+func headline(rec state.Record, now time.Time) string {
+	s := fmt.Sprintf("%s: phase %s", rec.Name, rec.Phase)
+	if rec.Phase == state.Cutover {
+		day := int(now.Sub(rec.CutoverAt)/(24*time.Hour)) + 1
+		if day < 1 {
+			day = 1
+		}
+		s += fmt.Sprintf(", day %d of %d", day, rec.ConfidenceDays)
+	}
+	return s
+}
+
+func writeLast(b *strings.Builder, last map[string]checks.Result, ids []string, now time.Time, indent string) {
+	for _, id := range ids {
+		r, ok := last[id]
+		if !ok {
+			fmt.Fprintf(b, "\n%s%s %s: not checked yet", indent, checks.Skip.Word(), id)
+			continue
+		}
+		fmt.Fprintf(b, "\n%s%s (%s ago)", indent, r.Line(), ago(now.Sub(r.At)))
+	}
+}
+
+func writeEvents(b *strings.Builder, events []state.Entry) {
+	for _, e := range events {
+		fmt.Fprintf(b, "\n  %s", eventLine(e))
+	}
+}
+
+func eventLine(e state.Entry) string {
+	s := fmt.Sprintf("%s %s by %s", fmtTime(e.At), e.Event, mention(e.By))
+	if e.From != e.To {
+		s += fmt.Sprintf(": %s -> %s", orNone(e.From), e.To)
+	}
+	if e.Result != "" && e.Result != "ok" {
+		s += " [" + e.Result + "]"
+	}
+	if e.Reason != "" {
+		s += " (" + e.Reason + ")"
+	}
+	return s
+}
+
+func orNone(p state.Phase) string {
+	if p == state.None {
+		return "none"
+	}
+	return string(p)
+}
+
+func decodeChecks(stored map[string]string) map[string]checks.Result {
+	out := make(map[string]checks.Result, len(stored))
+	for id, js := range stored {
+		var r checks.Result
+		if json.Unmarshal([]byte(js), &r) == nil {
+			out[id] = r
+		}
+	}
+	return out
+}
+
+func encodeChecks(results []checks.Result) map[string]string {
+	out := make(map[string]string, len(results))
+	for _, r := range results {
+		if js, err := json.Marshal(r); err == nil {
+			out[r.ID] = string(js)
+		}
+	}
+	return out
+}
+
+// runChecks runs the named checks (all when none) for phase p and stores the results.
+func (h *Handler) runChecks(ctx context.Context, c *call, p state.Phase, ids ...string) []checks.Result {
+	if h.Checker == nil {
+		return nil
+	}
+	timeout := c.m.Checks.Timeout
+	if timeout <= 0 {
+		timeout = checks.DefaultTimeout
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
+	defer cancel()
+	results := h.Checker.Run(cctx, c.m.Target(p), c.m.Checks, ids...)
+	sctx, cancel2 := h.storeCtx(ctx)
+	defer cancel2()
+	if err := h.Store.SaveChecks(sctx, c.m.Name, encodeChecks(results)); err != nil {
+		h.log().Warn("saving check results failed", "migration", c.m.Name, "err", err)
+	}
+	return results
+}
+
+func (h *Handler) check(ctx context.Context, c *call) (Response, error) {
+	if err := h.noArgs(c); err != nil {
+		return Response{}, err
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	rec, err := h.Store.Get(sctx, c.m.Name)
+	cancel()
+	if err != nil {
+		return Response{}, err
+	}
+	if h.Checker == nil {
+		return Response{Text: fmt.Sprintf("%s: no checks are configured.", c.m.Name)}, nil
+	}
+	results := h.runChecks(ctx, c, rec.Phase)
+	counts := map[checks.Status]int{}
+	for _, r := range results {
+		counts[r.Status]++
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: checks in phase %s: %d pass, %d warn, %d fail, %d skipped", c.m.Name, rec.Phase,
+		counts[checks.Pass], counts[checks.Warn], counts[checks.Fail], counts[checks.Skip])
+	for _, r := range results {
+		b.WriteString("\n" + r.Line())
+	}
+	return Response{Text: b.String(), Checks: results}, nil
+}
+
+func (h *Handler) history(ctx context.Context, c *call) (Response, error) {
+	n := 10
+	if len(c.args) > 1 {
+		return Response{}, h.unexpected(c.args[1])
+	}
+	if len(c.args) == 1 {
+		v, err := strconv.Atoi(c.args[0])
+		if err != nil || v < 1 || v > 100 {
+			if err != nil && len(h.Migrations) > 1 {
+				return Response{}, h.unexpected(c.args[0])
+			}
+			return Response{}, &UsageError{Msg: fmt.Sprintf("n must be a number from 1 to 100, not %q", clip(c.args[0], 20))}
+		}
+		n = v
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	events, err := h.Store.History(sctx, c.m.Name, int64(n))
+	if err != nil {
+		return Response{}, err
+	}
+	if len(events) == 0 {
+		return Response{Text: fmt.Sprintf("%s: no events recorded.", c.m.Name)}, nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: last %d events, newest first:", c.m.Name, len(events))
+	writeEvents(&b, events)
+	return Response{Text: b.String()}, nil
+}
+
+// refusal answers a change that does not apply to the record's phase.
+func refusal(name string, rec state.Record, why string) Response {
+	return Response{Failed: true, Text: fmt.Sprintf("%s: %s (by %s at %s); nothing changed.", name, why, mention(rec.By), fmtTime(rec.Since))}
+}
+
+// conflict answers a change that lost a race: the record moved since it was read.
+func conflict(name string, ev state.Event, cur state.Record) Response {
+	if _, err := state.Next(cur.Phase, ev); err != nil {
+		return refusal(name, cur, err.Error())
+	}
+	return Response{Failed: true, Text: fmt.Sprintf("%s changed while this ran (now %s, by %s at %s); nothing changed. Check /migration status %s and try again.",
+		name, cur.Phase, mention(cur.By), fmtTime(cur.Since), name)}
+}
+
+// applied maps the outcome of Store.Apply to a response, or returns the store error.
+func applied(name string, ev state.Event, err error) (Response, bool, error) {
+	var ce *state.ConflictError
+	if errors.As(err, &ce) {
+		return conflict(name, ev, ce.Current), false, nil
+	}
+	if err != nil {
+		return Response{}, false, err
+	}
+	return Response{}, true, nil
+}
+
+func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
+	force := false
+	reason := ""
+	if len(c.args) > 0 {
+		if !strings.EqualFold(c.args[0], "force") {
+			return Response{}, h.unexpected(c.args[0])
+		}
+		if c.role < Admin {
+			return h.denied(&call{req: c.req, sub: &Subcommand{Name: "cutover force"}}, Admin), nil
+		}
+		r, err := reasonOf(c.args[1:], "cutover force")
+		if err != nil {
+			return Response{}, err
+		}
+		force, reason = true, r
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	rec, err := h.Store.Get(sctx, c.m.Name)
+	cancel()
+	if err != nil {
+		return Response{}, err
+	}
+	if _, err := state.Next(rec.Phase, state.EventCutover); err != nil {
+		return refusal(c.m.Name, rec, err.Error()), nil
+	}
+	gate := h.runChecks(ctx, c, state.Proxied, checks.Gate...)
+	var failing []checks.Result
+	for _, r := range gate {
+		if r.Status == checks.Fail {
+			failing = append(failing, r)
+		}
+	}
+	if len(failing) > 0 && !force {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: cutover refused, the source-empty gate failed; nothing changed.", c.m.Name)
+		for _, r := range failing {
+			b.WriteString("\n" + r.Line())
+		}
+		fmt.Fprintf(&b, "\nFix these, or an admin overrides with /migration cutover %s force <reason>.", c.m.Name)
+		return Response{Text: b.String(), Failed: true, Checks: gate}, nil
+	}
+	event := string(state.EventCutover)
+	if force {
+		event = "cutover force"
+	} else if reason == "" {
+		reason = "source-empty gate passed"
+	}
+	now := h.now()
+	sctx, cancel = h.storeCtx(ctx)
+	defer cancel()
+	next, err := h.Store.Apply(sctx, c.m.Name, state.Change{
+		From:    state.Proxied,
+		Version: rec.Version,
+		Next: state.Record{Phase: state.Cutover, Since: now, By: c.req.UserID, Reason: reason,
+			RequestID: c.req.RequestID, CutoverAt: now, ConfidenceDays: c.m.ConfidenceDays},
+		Audit: state.Entry{At: now, By: c.req.UserID, Event: event, Reason: reason, RequestID: c.req.RequestID},
+	})
+	if resp, ok, err := applied(c.m.Name, state.EventCutover, err); !ok {
+		return resp, err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s moved to cutover by %s", c.m.Name, mention(c.req.UserID))
+	if force {
+		fmt.Fprintf(&b, ", FORCED past a failing gate: %s", reason)
+	}
+	fmt.Fprintf(&b, ".\nConfidence period: %d days; earliest decommission %s.", next.ConfidenceDays, fmtTime(next.ConfidenceEnds()))
+	for _, r := range gate {
+		b.WriteString("\n" + r.Line())
+	}
+	b.WriteString("\nNext steps:\n" + nextSteps(c.m))
+	return Response{Text: b.String(), Announce: true, Checks: gate}, nil
+}
+
+func nextSteps(m *Migration) string {
+	host := orText(m.PublicHostname, "the public hostname")
+	relay := orText(m.Checks.RelayRoute, "source")
+	source := orText(m.SourceHost, "the source")
+	steps := []string{
+		fmt.Sprintf("Repoint %s from the proxy (%s) to the new deployment (%s).", host, orText(strings.Join(m.ProxyAddresses, ", "), "proxy addresses"), orText(strings.Join(m.NewAddresses, ", "), "new addresses")),
+		fmt.Sprintf("Confirm clients reach the new server directly: /migration check %s (dns, direct, tls).", m.Name),
+		"Stop the proxy: systemctl stop proxy.",
+		fmt.Sprintf("Remove the migration config on the new server: first stalwart-cli snapshot MtaOutboundStrategy MtaRoute Domain SystemSettings --output before-cleanup.ndjson, then reset the outbound route expression, delete the relay route %q, set allowRelaying=false on %s.", relay, orText(strings.Join(m.Domains, ", "), "every domain")),
+		fmt.Sprintf("Keep %s running, idle, as the fallback until decommissioning.", source),
+	}
+	var b strings.Builder
+	for i, s := range steps {
+		fmt.Fprintf(&b, "%d. %s\n", i+1, s)
+	}
+	fmt.Fprintf(&b, "Roll back at any time before then: /migration rollback %s <reason>.", m.Name)
+	return b.String()
+}
+
+func orText(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
+}
+
+func (h *Handler) rollback(ctx context.Context, c *call) (Response, error) {
+	reason, err := reasonOf(c.args, "rollback")
+	if err != nil {
+		return Response{}, err
+	}
+	now := h.now()
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	// Incident time: one round trip, no checks; the phase check in the script is the guard.
+	_, err = h.Store.Apply(sctx, c.m.Name, state.Change{
+		From: state.Cutover,
+		Next: state.Record{Phase: state.Proxied, Since: now, By: c.req.UserID, Reason: reason,
+			RequestID: c.req.RequestID, ConfidenceDays: c.m.ConfidenceDays},
+		Audit: state.Entry{At: now, By: c.req.UserID, Event: string(state.EventRollback), Reason: reason, RequestID: c.req.RequestID},
+	})
+	if resp, ok, err := applied(c.m.Name, state.EventRollback, err); !ok {
+		return resp, err
+	}
+	// Best effort: what the checks last saw shapes the runbook.
+	var last map[string]checks.Result
+	if snap, err := h.Store.Snapshot(sctx, c.m.Name, 0); err == nil {
+		last = decodeChecks(snap.Checks)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s rolled back to proxied by %s: %s\n", c.m.Name, mention(c.req.UserID), reason)
+	b.WriteString(rollbackRunbook(c.m, last))
+	return Response{Text: b.String(), Announce: true}, nil
+}
+
+func rollbackRunbook(m *Migration, last map[string]checks.Result) string {
+	var steps []string
+	host := orText(m.PublicHostname, "the public hostname")
+	restore := fmt.Sprintf("restore the migration configuration on the new server: re-apply the snapshot taken before cleanup (stalwart-cli apply --file before-cleanup.ndjson): the proxy's trusted network, the relay route %q, allowRelaying=true on %s. Without the trusted network the restarted proxy's PROXY headers break every session.",
+		orText(m.Checks.RelayRoute, "source"), orText(strings.Join(m.Domains, ", "), "every domain"))
+	cleanup, seen := last[checks.IDCleanup]
+	switch {
+	case seen && cleanup.Observed["relay_route_present"] == "false":
+		steps = append(steps, "First, "+restore+" (the last check saw the relay route already deleted.)")
+	case seen && cleanup.Status == checks.Fail:
+		steps = append(steps, "If any of it was already removed, first "+restore)
+	case !seen:
+		steps = append(steps, "If the migration config was already removed (cutover step 4), first "+restore)
+	}
+	steps = append(steps,
+		"Start the proxy: systemctl start proxy; check its admin /healthz answers ok.",
+		fmt.Sprintf("Repoint %s back to the proxy (%s).", host, orText(strings.Join(m.ProxyAddresses, ", "), "the proxy addresses")),
+		"Accounts created since the cutover need mapping entries pointing at the new destination, or the proxy sends them to the source.",
+		fmt.Sprintf("Verify: /migration check %s.", m.Name),
+	)
+	var b strings.Builder
+	b.WriteString("Rollback runbook:")
+	for i, s := range steps {
+		fmt.Fprintf(&b, "\n%d. %s", i+1, s)
+	}
+	if src, ok := last[checks.IDSource]; ok && src.Status == checks.Fail {
+		fmt.Fprintf(&b, "\nWARNING: the source looked unreachable at the last check (%s ago): %s", ago(time.Since(src.At)), src.Detail)
+	} else if !ok {
+		b.WriteString("\nThe source's reachability was never checked: confirm it answers before repointing.")
+	}
+	return b.String()
+}
+
+func (h *Handler) decommission(ctx context.Context, c *call) (Response, error) {
+	if len(c.args) > 0 {
+		if !strings.EqualFold(c.args[0], "confirm") {
+			return Response{}, h.unexpected(c.args[0])
+		}
+		phrase := strings.Join(c.args[1:], " ")
+		if phrase == "" {
+			return Response{}, &UsageError{Msg: "decommission confirm needs the phrase"}
+		}
+		return h.confirm(ctx, c, phrase)
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	rec, err := h.Store.Get(sctx, c.m.Name)
+	if err != nil {
+		return Response{}, err
+	}
+	if _, err := state.Next(rec.Phase, state.EventDecommission); err != nil {
+		return refusal(c.m.Name, rec, err.Error()), nil
+	}
+	now := h.now()
+	audit := state.Entry{At: now, By: c.req.UserID, Event: "decommission request", From: rec.Phase, To: rec.Phase, RequestID: c.req.RequestID}
+	if ends := rec.ConfidenceEnds(); now.Before(ends) {
+		audit.Result = "refused: " + state.RefusedEarly
+		if err := h.Store.Audit(sctx, c.m.Name, audit); err != nil {
+			return Response{}, err
+		}
+		return Response{Failed: true, Text: fmt.Sprintf("%s: decommission refused, the confidence period runs until %s (%s, %s left); nothing changed, and this request is recorded.",
+			c.m.Name, fmtTime(ends), strings.TrimPrefix(headline(rec, now), c.m.Name+": phase cutover, "), until(ends.Sub(now)))}, nil
+	}
+	expires := now.Add(ChallengeTTL)
+	phrase := c.m.Phrase()
+	_, err = h.Store.Challenge(sctx, c.m.Name, rec.Version, c.req.UserID, phrase, expires, ChallengeTTL, audit)
+	if resp, ok, err := applied(c.m.Name, state.EventDecommission, err); !ok {
+		return resp, err
+	}
+	return Response{Text: fmt.Sprintf("Decommissioning %s is final: %s stops being the fallback and rollback becomes impossible.\nTo go ahead, type this within 10 minutes (until %s); only you (%s) can:\n/migration decommission %s confirm %s",
+		c.m.Name, orText(c.m.SourceHost, "the source"), fmtTime(expires), mention(c.req.UserID), c.m.Name, phrase)}, nil
+}
+
+func (h *Handler) confirm(ctx context.Context, c *call, phrase string) (Response, error) {
+	now := h.now()
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	_, err := h.Store.Confirm(sctx, c.m.Name, c.req.UserID, phrase, now, state.Entry{
+		At: now, Event: string(state.EventDecommission), Reason: "confirmed with the typed phrase", RequestID: c.req.RequestID,
+	})
+	var re *state.RefusedError
+	if errors.As(err, &re) {
+		name := c.m.Name
+		msg := ""
+		switch re.Why {
+		case state.RefusedPhase:
+			_, terr := state.Next(re.Current.Phase, state.EventDecommission)
+			return refusal(name, re.Current, terr.Error()+"; this attempt is recorded"), nil
+		case state.RefusedNoChallenge:
+			msg = fmt.Sprintf("no decommission is pending: run /migration decommission %s first to get the phrase", name)
+		case state.RefusedExpired:
+			msg = fmt.Sprintf("the phrase expired (it is valid for 10 minutes): run /migration decommission %s again", name)
+		case state.RefusedOtherUser:
+			msg = fmt.Sprintf("this decommission was requested by %s, and only they can confirm it", mention(re.Owner))
+		case state.RefusedPhrase:
+			msg = fmt.Sprintf("the phrase does not match; type exactly: /migration decommission %s confirm %s", name, c.m.Phrase())
+		case state.RefusedEarly:
+			msg = fmt.Sprintf("the confidence period runs until %s", fmtTime(re.Current.ConfidenceEnds()))
+		default:
+			msg = re.Why
+		}
+		return Response{Failed: true, Text: fmt.Sprintf("%s: decommission refused, %s. Nothing changed; this attempt is recorded.", name, msg)}, nil
+	}
+	if err != nil {
+		return Response{}, err
+	}
+	return Response{Announce: true, Text: fmt.Sprintf("%s decommissioned by %s. This is final: %s is no longer a fallback and rollback is no longer possible. Shut the source down and remove its DNS names when ready.",
+		c.m.Name, mention(c.req.UserID), orText(c.m.SourceHost, "the source"))}, nil
+}
+
+func (h *Handler) extend(ctx context.Context, c *call) (Response, error) {
+	if len(c.args) == 0 {
+		return Response{}, &UsageError{Msg: "extend needs a number of days and a reason"}
+	}
+	days, err := strconv.Atoi(c.args[0])
+	if err != nil || days == 0 || days < -365 || days > 365 {
+		return Response{}, &UsageError{Msg: fmt.Sprintf("days must be a whole number from -365 to 365 other than 0, not %q", clip(c.args[0], 20))}
+	}
+	reason, err := reasonOf(c.args[1:], "extend")
+	if err != nil {
+		return Response{}, err
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	rec, err := h.Store.Get(sctx, c.m.Name)
+	if err != nil {
+		return Response{}, err
+	}
+	if _, err := state.Next(rec.Phase, state.EventExtend); err != nil {
+		return refusal(c.m.Name, rec, err.Error()), nil
+	}
+	total := rec.ConfidenceDays + days
+	if total < 0 {
+		return Response{}, &UsageError{Msg: fmt.Sprintf("the confidence period is %d days; shortening it by %d would make it negative", rec.ConfidenceDays, -days)}
+	}
+	now := h.now()
+	next := rec
+	next.ConfidenceDays = total
+	next, err = h.Store.Apply(sctx, c.m.Name, state.Change{
+		From: state.Cutover, Version: rec.Version, Next: next,
+		Audit: state.Entry{At: now, By: c.req.UserID, Event: fmt.Sprintf("extend %+d", days), Reason: reason, RequestID: c.req.RequestID},
+	})
+	if resp, ok, err := applied(c.m.Name, state.EventExtend, err); !ok {
+		return resp, err
+	}
+	verb := "extended"
+	if days < 0 {
+		verb = "shortened"
+	}
+	return Response{Announce: true, Text: fmt.Sprintf("%s: confidence period %s by %d days to %d by %s: %s\nEarliest decommission: %s.",
+		c.m.Name, verb, abs(days), total, mention(c.req.UserID), reason, fmtTime(next.ConfidenceEnds()))}, nil
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
+}
+
+// sinceLayouts are the forms init accepts for [since], all read as UTC unless they carry a zone.
+var sinceLayouts = []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02 15:04", "2006-01-02"}
+
+func parseSince(s string, now time.Time) (time.Time, error) {
+	for _, l := range sinceLayouts {
+		if t, err := time.Parse(l, s); err == nil {
+			if t.After(now) {
+				return time.Time{}, &UsageError{Msg: fmt.Sprintf("since %q is in the future", clip(s, 40))}
+			}
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, &UsageError{Msg: fmt.Sprintf("since must be a time like 2026-12-01T09:00:00Z or 2026-12-01, not %q", clip(s, 40))}
+}
+
+func (h *Handler) init(ctx context.Context, c *call) (Response, error) {
+	now := h.now()
+	phase, since := state.Proxied, now
+	args := c.args
+	if len(args) > 0 {
+		p, err := state.ParsePhase(strings.ToLower(args[0]))
+		if err != nil {
+			if len(h.Migrations) > 1 {
+				return Response{}, h.unexpected(args[0])
+			}
+			return Response{}, &UsageError{Msg: err.Error()}
+		}
+		phase, args = p, args[1:]
+	}
+	if len(args) > 0 {
+		t, err := parseSince(args[0], now)
+		if err != nil {
+			return Response{}, err
+		}
+		since, args = t, args[1:]
+	}
+	if len(args) > 0 {
+		return Response{}, h.unexpected(args[0])
+	}
+	rec := state.Record{Phase: phase, Since: since, By: c.req.UserID, Reason: "initialised", RequestID: c.req.RequestID, ConfidenceDays: c.m.ConfidenceDays}
+	if phase != state.Proxied {
+		rec.CutoverAt = since
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	rec, err := h.Store.Apply(sctx, c.m.Name, state.Change{
+		From: state.None, Next: rec,
+		Audit: state.Entry{At: now, By: c.req.UserID, Event: string(state.EventInit), Reason: fmt.Sprintf("%s since %s", phase, fmtTime(since)), RequestID: c.req.RequestID},
+	})
+	var ce *state.ConflictError
+	if errors.As(err, &ce) {
+		return refusal(c.m.Name, ce.Current, fmt.Sprintf("already initialised, in phase %s", ce.Current.Phase)), nil
+	}
+	if err != nil {
+		return Response{}, err
+	}
+	text := fmt.Sprintf("%s initialised by %s: phase %s since %s.", c.m.Name, mention(c.req.UserID), rec.Phase, fmtTime(rec.Since))
+	if rec.Phase == state.Cutover {
+		text += fmt.Sprintf(" %s; earliest decommission %s.", strings.TrimPrefix(headline(rec, now), c.m.Name+": phase cutover, "), fmtTime(rec.ConfidenceEnds()))
+	}
+	return Response{Announce: true, Text: text}, nil
+}
+
+func fmtTime(t time.Time) string {
+	if t.IsZero() {
+		return "unknown time"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// ago renders a past duration coarsely: "40s", "5m", "3h", "2d".
+func ago(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", max(0, int(d/time.Second)))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
+}
+
+// until renders a future duration: "11 days", "5 hours", "20 minutes".
+func until(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	case d >= 2*time.Hour:
+		return fmt.Sprintf("%d hours", int(d/time.Hour))
+	}
+	return fmt.Sprintf("%d minutes", max(1, int(d/time.Minute)))
+}
