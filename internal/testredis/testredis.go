@@ -1,0 +1,73 @@
+// Package testredis gives tests a Redis: miniredis in-process, or the real redis-server that
+// .ci/run starts (REDIS_TEST_URL, default redis://127.0.0.1:6379/0). Each test gets its own key
+// prefix and its keys are deleted when it ends, because CI may share the server.
+package testredis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+)
+
+// Mini starts a miniredis for the test and returns it with a client.
+func Mini(t testing.TB) (*miniredis.Miniredis, redis.UniversalClient) {
+	t.Helper()
+	m := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr(), DisableIdentity: true})
+	t.Cleanup(func() { rdb.Close() })
+	return m, rdb
+}
+
+// URL is the real Redis the tests use.
+func URL() string {
+	if u := os.Getenv("REDIS_TEST_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// Real connects to the real Redis and returns a client and a fresh key prefix; every key under
+// the prefix is deleted at cleanup. Without a Redis the test is skipped, except under CI=true,
+// where it fails.
+func Real(t testing.TB) (redis.UniversalClient, string) {
+	t.Helper()
+	o, err := redis.ParseURL(URL())
+	if err != nil {
+		t.Fatalf("REDIS_TEST_URL: %v", err)
+	}
+	o.DisableIdentity = true
+	rdb := redis.NewClient(o)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("real Redis at %s does not answer (CI=true: tests needing it must run): %v", URL(), err)
+		}
+		t.Skipf("real Redis at %s does not answer: %v", URL(), err)
+	}
+	prefix := Prefix()
+	t.Cleanup(func() {
+		defer rdb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		iter := rdb.Scan(ctx, 0, prefix+":*", 500).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	})
+	return rdb, prefix
+}
+
+// Prefix returns a unique key prefix for one test.
+func Prefix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return "mbtest-" + hex.EncodeToString(b[:])
+}
