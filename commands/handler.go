@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -171,6 +172,9 @@ func (h *Handler) Handle(ctx context.Context, req Request) (Response, error) {
 		return h.denied(c, p.Sub.Role), nil
 	}
 	c.m, err = h.pick(p.Migration, req.ChannelID)
+	if err != nil && len(p.Args) > 0 {
+		err = fmt.Errorf("which migration? %q is not one of: %s", clip(p.Args[0], 40), strings.Join(h.names(), ", "))
+	}
 	if err != nil {
 		return usageResponse(&UsageError{Msg: err.Error(), Sub: p.Sub}), nil
 	}
@@ -258,12 +262,18 @@ func (h *Handler) storeError(c *call, err error) Response {
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		return Response{Failed: true, Text: fmt.Sprintf("%s has no state in Redis: it was never initialised, or Redis lost its data. Nothing changed.\nAn admin restores it with /migration init %s <phase> <since> (for example /migration init %s cutover 2026-12-01T09:00:00Z).", name, name, name)}
-	case errors.Is(err, context.DeadlineExceeded) && c.sub.Role > Anyone:
+	case isTimeout(err) && c.sub.Role > Anyone:
 		return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) did not answer in time. The %s may or may not have been applied; nothing is half-written. Check with /migration status %s before retrying.", c.sub.Name, name)}
 	case c.sub.Role > Anyone:
 		return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) is unavailable, so %s was not applied: nothing changed. Try again in a moment; /migration help still works.", c.sub.Name)}
 	}
 	return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) is unavailable, so %s cannot be answered right now. Try again in a moment.", c.sub.Name)}
+}
+
+// isTimeout reports whether a request may have reached Redis before it failed.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
 // NewRequestID returns a random id for the audit log.

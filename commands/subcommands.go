@@ -80,6 +80,10 @@ func (h *Handler) status(ctx context.Context, c *call) (Response, error) {
 			fmt.Fprintf(&b, "\n  %s", item.Label)
 			writeLast(&b, last, item.IDs, c.now, "    ")
 		}
+		if _, ok := last[checks.IDMapping]; ok {
+			b.WriteString("\nMapping table (the cutover gate):")
+			writeLast(&b, last, checks.Gate, c.now, "  ")
+		}
 	case state.Proxied:
 		b.WriteString("\nCutover gate (source empty):")
 		writeLast(&b, last, checks.Gate, c.now, "  ")
@@ -239,9 +243,6 @@ func (h *Handler) history(ctx context.Context, c *call) (Response, error) {
 	if len(c.args) == 1 {
 		v, err := strconv.Atoi(c.args[0])
 		if err != nil || v < 1 || v > 100 {
-			if err != nil && len(h.Migrations) > 1 {
-				return Response{}, h.unexpected(c.args[0])
-			}
 			return Response{}, &UsageError{Msg: fmt.Sprintf("n must be a number from 1 to 100, not %q", clip(c.args[0], 20))}
 		}
 		n = v
@@ -597,9 +598,6 @@ func (h *Handler) init(ctx context.Context, c *call) (Response, error) {
 	if len(args) > 0 {
 		p, err := state.ParsePhase(strings.ToLower(args[0]))
 		if err != nil {
-			if len(h.Migrations) > 1 {
-				return Response{}, h.unexpected(args[0])
-			}
 			return Response{}, &UsageError{Msg: err.Error()}
 		}
 		phase, args = p, args[1:]

@@ -107,7 +107,7 @@ func (s *Store) Get(ctx context.Context, name string) (Record, error) {
 type Snapshot struct {
 	Record Record
 	Found  bool
-	Events []Entry            // newest first
+	Events []Entry           // newest first
 	Checks map[string]string // check id -> stored JSON
 }
 
@@ -481,3 +481,6 @@ func atoi(s string) int64 {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// Prefix is the key prefix in use.
+func (s *Store) Prefix() string { return s.keys.prefix }

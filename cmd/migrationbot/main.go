@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/logging"
 
 	"github.com/migrationbot/migrationbot/bot"
 	"github.com/migrationbot/migrationbot/checks"
@@ -22,6 +23,8 @@ import (
 )
 
 func main() {
+	// go-redis logs dial failures on its own; we report Redis errors once, where they happen.
+	redis.SetLogger(&logging.VoidLogger{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)
 	stop()
@@ -43,6 +46,7 @@ const usage = `usage: migrationbot <command> [flags]
 
 commands:
   shell [--config FILE] [--as USER]   answer /migration commands typed or piped on stdin
+  serve [--config FILE] [--addr ADDR] answer Slack over HTTP (POST /slack/commands, GET /healthz, GET /readyz)
   help                                this text
 
 environment:
@@ -60,6 +64,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdin i
 		return nil
 	case "shell":
 		return runShell(ctx, args[1:], getenv, stdin, stdout, stderr)
+	case "serve":
+		return runServe(ctx, args[1:], getenv, stdout, stderr)
 	}
 	return usageError{fmt.Sprintf("unknown command %q\n%s", args[0], usage)}
 }

@@ -15,6 +15,7 @@ import (
 const (
 	redisDialTimeout = time.Second
 	redisIOTimeout   = time.Second
+	redisDialRetries = 2 // go-redis's default of 5 makes a down Redis slow to report
 )
 
 // openRedis connects to REDIS_URL, or starts an embedded in-memory Redis when it is unset.
@@ -60,6 +61,7 @@ func redisFromURL(raw string) (redis.UniversalClient, error) {
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 		o.ContextTimeoutEnabled = true
+		o.DialerRetries = redisDialRetries
 		return redis.NewFailoverClient(o), nil
 	case cluster || q.Has("addr"):
 		o, err := redis.ParseClusterURL(raw)
@@ -68,6 +70,7 @@ func redisFromURL(raw string) (redis.UniversalClient, error) {
 		}
 		o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 		o.ContextTimeoutEnabled = true
+		o.DialerRetries = redisDialRetries
 		return redis.NewClusterClient(o), nil
 	}
 	o, err := redis.ParseURL(raw)
@@ -76,6 +79,7 @@ func redisFromURL(raw string) (redis.UniversalClient, error) {
 	}
 	o.DialTimeout, o.ReadTimeout, o.WriteTimeout = redisDialTimeout, redisIOTimeout, redisIOTimeout
 	o.ContextTimeoutEnabled = true
+	o.DialerRetries = redisDialRetries
 	o.MaxRetries = 1
 	return redis.NewClient(o), nil
 }

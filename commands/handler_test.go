@@ -1,0 +1,483 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/migrationbot/migrationbot/checks"
+	"github.com/migrationbot/migrationbot/internal/testredis"
+	"github.com/migrationbot/migrationbot/state"
+)
+
+const (
+	admin    = "U0ADMIN"
+	admin2   = "U0ADMIN2"
+	operator = "U0OPS"
+	nobody   = "U0NOBODY"
+	oncall   = "S0ONCALL"
+	paged    = "U0PAGED" // member of the oncall group
+)
+
+var t0 = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+
+type fixture struct {
+	h   *Handler
+	rdb redis.UniversalClient
+	now time.Time
+	dir string
+	mu  sync.Mutex
+}
+
+type groups map[string][]string
+
+func (g groups) GroupMembers(_ context.Context, id string) ([]string, error) { return g[id], nil }
+
+// mappingFiles writes a proxy config and a mapping table; onSource accounts still point at "old".
+func mappingFiles(t *testing.T, dir string, onSource ...string) checks.Config {
+	t.Helper()
+	cfg := filepath.Join(dir, "config.toml")
+	table := filepath.Join(dir, "mappings.tsv")
+	write(t, cfg, "[routing]\ndefault_destination = \"old\"\nsmtp_passthrough_destination = \"new\"\n[destination.old]\nhost = \"s\"\n[destination.new]\nhost = \"n\"\n")
+	lines := "alice@example.org new\nbob@example.org new\n"
+	for _, a := range onSource {
+		lines += a + " old\n"
+	}
+	write(t, table, lines)
+	return checks.Config{ProxyConfig: cfg, MappingFile: table, Timeout: 2 * time.Second}
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newFixture(t *testing.T, rdb redis.UniversalClient, prefix string) *fixture {
+	t.Helper()
+	f := &fixture{rdb: rdb, now: t0, dir: t.TempDir()}
+	f.h = &Handler{
+		Migrations: []*Migration{{
+			Name: "example", Channel: "C0MIG", PublicHostname: "mail.example.org", SourceHost: "source.example.org",
+			NewAddresses: []string{"203.0.113.10"}, ProxyAddresses: []string{"203.0.113.5"}, Domains: []string{"example.org"},
+			ConfidenceDays: 14, Checks: mappingFiles(t, f.dir),
+		}},
+		Admins:    []string{admin, admin2},
+		Operators: []string{operator, oncall},
+		Groups:    groups{oncall: {paged}},
+		Store:     state.NewStore(rdb, prefix),
+		Checker:   &checks.Runner{},
+		Now:       f.clock,
+	}
+	return f
+}
+
+func (f *fixture) clock() time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.now
+}
+
+func (f *fixture) advance(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.now = f.now.Add(d)
+}
+
+func (f *fixture) do(t *testing.T, user, text string) Response {
+	t.Helper()
+	resp, _ := f.h.Handle(context.Background(), Request{UserID: user, ChannelID: "C0ELSEWHERE", Text: text})
+	return resp
+}
+
+// ok runs a command that must succeed and returns its text.
+func (f *fixture) ok(t *testing.T, user, text string) string {
+	t.Helper()
+	resp := f.do(t, user, text)
+	if resp.Failed {
+		t.Fatalf("%s: %s", text, resp.Text)
+	}
+	return resp.Text
+}
+
+func (f *fixture) refused(t *testing.T, user, text, want string) Response {
+	t.Helper()
+	resp := f.do(t, user, text)
+	if !resp.Failed || !strings.Contains(resp.Text, want) {
+		t.Fatalf("%s: got failed=%v %q, want a refusal containing %q", text, resp.Failed, resp.Text, want)
+	}
+	return resp
+}
+
+func (f *fixture) phase(t *testing.T) state.Phase {
+	t.Helper()
+	rec, err := f.h.Store.Get(context.Background(), "example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec.Phase
+}
+
+func (f *fixture) events(t *testing.T) []state.Entry {
+	t.Helper()
+	ev, err := f.h.Store.History(context.Background(), "example", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func backends(t *testing.T, fn func(t *testing.T, f *fixture)) {
+	t.Run("miniredis", func(t *testing.T) {
+		_, rdb := testredis.Mini(t)
+		fn(t, newFixture(t, rdb, testredis.Prefix()))
+	})
+	t.Run("redis-server", func(t *testing.T) {
+		rdb, prefix := testredis.Real(t)
+		fn(t, newFixture(t, rdb, prefix))
+	})
+}
+
+func contains(t *testing.T, text string, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(text, w) {
+			t.Errorf("answer lacks %q:\n%s", w, text)
+		}
+	}
+}
+
+func TestFlow(t *testing.T) {
+	backends(t, func(t *testing.T, f *fixture) {
+		contains(t, f.ok(t, admin, "init"), "example initialised by <@U0ADMIN>: phase proxied since 2026-12-01 09:00 UTC")
+		contains(t, f.ok(t, nobody, "status"), "example: phase proxied", "Since 2026-12-01 09:00 UTC by <@U0ADMIN>", "SKIP mapping: not checked yet")
+
+		f.advance(time.Hour)
+		resp := f.do(t, operator, "/migration cutover example")
+		if resp.Failed || !resp.Announce || resp.Channel != "C0MIG" {
+			t.Fatalf("cutover: %+v", resp)
+		}
+		contains(t, resp.Text, "example moved to cutover by <@U0OPS>", "earliest decommission 2026-12-15 10:00 UTC",
+			"PASS mapping: no account left on old", "Repoint mail.example.org from the proxy (203.0.113.5) to the new deployment (203.0.113.10)",
+			`delete the relay route "source"`, "allowRelaying=false on example.org")
+		f.refused(t, operator, "cutover", "example: already in cutover (by <@U0OPS> at 2026-12-01 10:00 UTC); nothing changed.")
+
+		f.advance(50 * time.Hour)
+		contains(t, f.ok(t, nobody, "status example"), "example: phase cutover, day 3 of 14", "Earliest decommission: 2026-12-15 10:00 UTC (in 11 days)",
+			"DNS repointed", "PASS mapping", "Last events:", "cutover by <@U0OPS>: proxied -> cutover")
+
+		resp = f.do(t, paged, "rollback example IMAP logins fail")
+		if resp.Failed || !resp.Announce {
+			t.Fatalf("rollback by a member of the operators' group: %+v", resp)
+		}
+		contains(t, resp.Text, "rolled back to proxied by <@U0PAGED>: IMAP logins fail", "Start the proxy", "Repoint mail.example.org back to the proxy (203.0.113.5)")
+		f.refused(t, operator, "rollback again", "nothing to roll back: already proxied")
+		if p := f.phase(t); p != state.Proxied {
+			t.Fatalf("phase %s, want proxied", p)
+		}
+		hist := f.ok(t, nobody, "history")
+		contains(t, hist, "last 3 events", "rollback by <@U0PAGED>: cutover -> proxied (IMAP logins fail)", "init by <@U0ADMIN>: none -> proxied")
+		contains(t, f.ok(t, nobody, "history 1"), "last 1 events")
+	})
+}
+
+func TestCutoverGate(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "gate")
+	f.h.Migrations[0].Checks = mappingFiles(t, f.dir, "carol@example.org", "dave@example.org")
+	f.ok(t, admin, "init")
+	resp := f.refused(t, operator, "cutover", "cutover refused, the source-empty gate failed; nothing changed.")
+	contains(t, resp.Text, "FAIL mapping: 2 accounts", "carol@example.org", "/migration cutover example force <reason>")
+	if len(resp.Checks) != 1 || resp.Checks[0].Status != checks.Fail {
+		t.Errorf("gate results: got %+v", resp.Checks)
+	}
+	f.refused(t, operator, "cutover force we know", "cutover force needs the admin role")
+	f.refused(t, admin, "cutover force", "cutover force needs a reason")
+	if p := f.phase(t); p != state.Proxied {
+		t.Fatalf("phase %s after refusals, want proxied", p)
+	}
+	contains(t, f.ok(t, admin, "cutover force carol and dave are shared mailboxes, moved by hand"), "FORCED past a failing gate: carol and dave")
+	ev := f.events(t)
+	if ev[0].Event != "cutover force" || ev[0].Reason != "carol and dave are shared mailboxes, moved by hand" {
+		t.Errorf("forced cutover audit: got %+v", ev[0])
+	}
+	// The gate's result is kept for status.
+	contains(t, f.ok(t, nobody, "status"), "FAIL mapping: 2 accounts")
+}
+
+// TestConcurrentCutover: 50 cutover commands at once make exactly one transition.
+func TestConcurrentCutover(t *testing.T) {
+	backends(t, func(t *testing.T, f *fixture) {
+		f.ok(t, admin, "init")
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var done, already []string
+		start := make(chan struct{})
+		for range 50 {
+			wg.Go(func() {
+				<-start
+				resp, _ := f.h.Handle(context.Background(), Request{UserID: operator, Text: "cutover"})
+				mu.Lock()
+				defer mu.Unlock()
+				if resp.Failed {
+					already = append(already, resp.Text)
+				} else {
+					done = append(done, resp.Text)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(done) != 1 || len(already) != 49 {
+			t.Fatalf("got %d transitions and %d refusals, want 1 and 49", len(done), len(already))
+		}
+		for _, a := range already {
+			if !strings.Contains(a, "already in cutover (by <@U0OPS> at 2026-12-01 09:00 UTC)") {
+				t.Fatalf("refusal %q does not say who moved it", a)
+			}
+		}
+		ev := f.events(t)
+		if len(ev) != 2 || ev[0].Event != "cutover" {
+			t.Fatalf("audit: got %d entries (%+v), want init and one cutover", len(ev), ev)
+		}
+	})
+}
+
+func TestDecommission(t *testing.T) {
+	backends(t, func(t *testing.T, f *fixture) {
+		const phrase = "decommission source.example.org"
+		f.ok(t, admin, "init cutover 2026-11-25")
+		// Day 7 of 14: refused and recorded.
+		f.refused(t, admin, "decommission", "decommission refused, the confidence period runs until 2026-12-09 00:00 UTC (day 7 of 14, 7 days left)")
+		if ev := f.events(t); ev[0].Result != "refused: confidence period not over" {
+			t.Fatalf("early request not audited: %+v", ev[0])
+		}
+		f.refused(t, operator, "decommission", "decommission needs the admin role")
+		f.refused(t, admin, "decommission confirm "+phrase, "no decommission is pending")
+
+		f.advance(9 * 24 * time.Hour) // 2026-12-10: the period is over
+		resp := f.do(t, admin, "decommission")
+		if resp.Failed {
+			t.Fatal(resp.Text)
+		}
+		contains(t, resp.Text, "Decommissioning example is final", "/migration decommission example confirm "+phrase, "until 2026-12-10 09:10 UTC", "only you (<@U0ADMIN>)")
+
+		f.refused(t, admin, "decommission confirm decommission source", "the phrase does not match")
+		f.refused(t, admin2, "decommission confirm "+phrase, "requested by <@U0ADMIN>, and only they can confirm it")
+		f.advance(11 * time.Minute)
+		f.refused(t, admin, "decommission confirm "+phrase, "the phrase expired")
+		if p := f.phase(t); p != state.Cutover {
+			t.Fatalf("phase %s after refusals, want cutover", p)
+		}
+		refusals := 0
+		for _, e := range f.events(t) {
+			if strings.HasPrefix(e.Result, "refused") {
+				refusals++
+			}
+		}
+		if refusals != 5 { // early request, no challenge, wrong phrase, other user, expired
+			t.Errorf("got %d audited refusals, want 5", refusals)
+		}
+
+		f.ok(t, admin, "decommission")
+		f.advance(time.Minute)
+		resp = f.do(t, admin, "decommission example confirm   "+strings.ReplaceAll(phrase, " ", "  "))
+		if resp.Failed || !resp.Announce {
+			t.Fatalf("confirm: %+v", resp)
+		}
+		contains(t, resp.Text, "example decommissioned by <@U0ADMIN>. This is final")
+		if p := f.phase(t); p != state.Decommissioned {
+			t.Fatalf("phase %s, want decommissioned", p)
+		}
+		f.refused(t, operator, "rollback the new server is down", "decommissioned is final: the source is gone, there is nothing to roll back to")
+		f.refused(t, admin, "cutover", "decommissioned is final")
+		f.refused(t, admin, "extend 3 more time", "decommissioned is final")
+		f.refused(t, admin, "decommission", "already decommissioned")
+		contains(t, f.ok(t, nobody, "status"), "example: phase decommissioned", "Final: the source is decommissioned")
+	})
+}
+
+func TestExtend(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "ext")
+	f.ok(t, admin, "init")
+	f.refused(t, admin, "extend 7 waiting", "the confidence period starts at cutover")
+	f.ok(t, operator, "cutover")
+	f.refused(t, operator, "extend 7 waiting", "extend needs the admin role")
+	contains(t, f.ok(t, admin, "extend 7 waiting for the quarterly mailing"), "confidence period extended by 7 days to 21", "Earliest decommission: 2026-12-22 09:00 UTC")
+	contains(t, f.ok(t, admin, "extend -20 all quiet"), "shortened by 20 days to 1", "Earliest decommission: 2026-12-02 09:00 UTC")
+	f.refused(t, admin, "extend -2 too far", "would make it negative")
+	if ev := f.events(t); ev[0].Event != "extend -20" || ev[0].Reason != "all quiet" {
+		t.Errorf("extend audit: got %+v", ev[0])
+	}
+}
+
+func TestStateLoss(t *testing.T) {
+	backends(t, func(t *testing.T, f *fixture) {
+		ctx := context.Background()
+		f.ok(t, admin, "init cutover 2026-11-28T12:00:00Z")
+		// Redis loses the record (a restart without persistence, a flush, a failover).
+		keys, _ := f.rdb.Keys(ctx, "*{example}:state").Result()
+		for _, k := range keys {
+			if strings.Contains(k, f.h.Store.Prefix()) {
+				f.rdb.Del(ctx, k)
+			}
+		}
+		resp := f.refused(t, nobody, "status", "example: no state in Redis.")
+		contains(t, resp.Text, "Redis lost its data", "/migration init example <phase> <since>", "The audit log survived")
+		for _, cmd := range []string{"cutover", "rollback dns broke", "decommission", "extend 3 why", "check"} {
+			user := admin
+			resp := f.refused(t, user, cmd, "example has no state in Redis")
+			contains(t, resp.Text, "Nothing changed.", "/migration init example")
+		}
+		if n, _ := f.rdb.Exists(ctx, f.h.Store.Prefix()+":{example}:state").Result(); n != 0 {
+			t.Fatal("a refused command recreated the state")
+		}
+		f.refused(t, operator, "init cutover 2026-11-28", "init needs the admin role")
+		contains(t, f.ok(t, admin, "init cutover 2026-11-28T12:00"), "phase cutover since 2026-11-28 12:00 UTC", "day 3 of 14", "earliest decommission 2026-12-12 12:00 UTC")
+		f.refused(t, admin, "init", "already initialised, in phase cutover")
+	})
+}
+
+func TestBadInput(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "bad")
+	f.h.Migrations = append(f.h.Migrations, &Migration{Name: "other", Channel: "C0OTHER", SourceHost: "old.other.org", ConfidenceDays: 7})
+	f.ok(t, admin, "init example")
+	before := len(f.events(t))
+	cases := []struct{ text, want, usage string }{
+		{"frobnicate", `Error: unknown subcommand "frobnicate"`, "Subcommands: help, status"},
+		{"status", "Error: which migration? name one of: example, other", "Usage: /migration status [migration]"},
+		{"status nosuch", `Error: which migration? "nosuch" is not one of: example, other`, "Usage: /migration status"},
+		{"rollback example", "Error: rollback needs a reason", "Usage: /migration rollback [migration] <reason>"},
+		{"history example many", `Error: n must be a number from 1 to 100, not "many"`, "Usage: /migration history"},
+		{"history example 0", "Error: n must be a number from 1 to 100", "Example: /migration history example 20"},
+		{"extend example soon reason", `Error: days must be a whole number`, "Usage: /migration extend"},
+		{"extend example 5", "Error: extend needs a reason", "Usage: /migration extend"},
+		{"init example sideways", `Error: unknown phase "sideways" (want proxied, cutover or decommissioned)`, "Usage: /migration init"},
+		{"init example proxied yesterday", "Error: since must be a time like 2026-12-01T09:00:00Z", "Usage: /migration init"},
+		{"init example proxied 2030-01-01", "is in the future", "Usage: /migration init"},
+		{"cutover example now", `Error: unexpected "now"`, "Usage: /migration cutover"},
+		{"decommission example confirm", "Error: decommission confirm needs the phrase", "Usage: /migration decommission"},
+		{"rollback example " + strings.Repeat("x", MaxReasonLen+1), "Error: reason too long", "Usage: /migration rollback"},
+		{"help nosuch", `no help for "nosuch"`, "Try /migration help"},
+	}
+	for _, c := range cases {
+		t.Run(c.text[:min(len(c.text), 40)], func(t *testing.T) {
+			resp := f.refused(t, admin, c.text, c.want)
+			contains(t, resp.Text, c.usage)
+			if first := strings.SplitN(resp.Text, "\n", 2)[0]; !strings.HasPrefix(first, "Error: ") {
+				t.Errorf("first line %q is not the error", first)
+			}
+		})
+	}
+	if after := len(f.events(t)); after != before {
+		t.Errorf("bad input wrote %d audit entries", after-before)
+	}
+	if p := f.phase(t); p != state.Proxied {
+		t.Errorf("phase %s after bad input", p)
+	}
+	// A channel bound to a migration needs no name.
+	resp, _ := f.h.Handle(context.Background(), Request{UserID: nobody, ChannelID: "C0OTHER", Text: "status"})
+	contains(t, resp.Text, "other: no state in Redis")
+}
+
+func TestHelp(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "help")
+	anyone := f.ok(t, nobody, "help")
+	contains(t, anyone, "You are <@U0NOBODY> (no role: read-only commands)", "You may run:\n  /migration help", "/migration status [migration]",
+		"Others may run:", "/migration rollback [migration] <reason>", "[operators: <@U0OPS>, <!subteam^S0ONCALL>; admins: <@U0ADMIN>, <@U0ADMIN2>]")
+	if strings.Contains(strings.SplitN(anyone, "Others may run:", 2)[0], "/migration cutover") {
+		t.Error("help tells a read-only user they may run cutover")
+	}
+	all := f.ok(t, admin, "help")
+	contains(t, all, "You are <@U0ADMIN> (admin)", "/migration init [migration] [phase] [since]")
+	if strings.Contains(all, "Others may run") {
+		t.Error("an admin is told others may run something")
+	}
+	for _, s := range Registry {
+		contains(t, all, "/migration "+s.Usage, "e.g. /migration "+s.Example)
+	}
+	contains(t, f.ok(t, nobody, "help decommission"), "/migration decommission [migration] | decommission [migration] confirm <phrase>", "Who: admins: <@U0ADMIN>")
+	f.refused(t, nobody, "cutover", "cutover needs the operator role, which you (<@U0NOBODY>) do not have; nothing changed.\nWho may: operators: <@U0OPS>")
+}
+
+// TestRedisDown: every command answers within 3 seconds when Redis is down or hangs, says so,
+// and the next command after Redis returns works without a restart.
+func TestRedisDown(t *testing.T) {
+	m, _ := testredis.Mini(t)
+	// The client options of production (cmd/migrationbot/redis.go).
+	rdb := redis.NewClient(&redis.Options{Addr: m.Addr(), DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second,
+		DialerRetries: 2, MaxRetries: 1, ContextTimeoutEnabled: true, DisableIdentity: true})
+	defer rdb.Close()
+	f := newFixture(t, rdb, "down")
+	f.ok(t, admin, "init")
+	m.Close()
+	for _, cmd := range []string{"status", "history", "cutover", "rollback x", "decommission", "extend 1 x", "init", "check"} {
+		t.Run("down/"+cmd, func(t *testing.T) {
+			start := time.Now()
+			resp := f.refused(t, admin, cmd, "state store (Redis)")
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("answered after %v, want under 3s", took)
+			}
+			if strings.Contains(resp.Text, "\nUsage") {
+				t.Errorf("a Redis failure answered with usage: %s", resp.Text)
+			}
+		})
+	}
+	if err := m.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// go-redis stops dialling after repeated failures and probes once a second: wait for that
+	// probe (bounded), then the very next commands must work.
+	deadline := time.Now().Add(3 * time.Second)
+	for rdb.Ping(context.Background()).Err() != nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	contains(t, f.ok(t, nobody, "status"), "example: phase proxied")
+	f.ok(t, operator, "cutover")
+
+	// A Redis that accepts connections and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	hung := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: time.Second, ContextTimeoutEnabled: true, DisableIdentity: true})
+	defer hung.Close()
+	f.h.Store = state.NewStore(hung, "down")
+	for _, cmd := range []string{"status", "rollback x"} {
+		start := time.Now()
+		resp := f.refused(t, admin, cmd, "state store (Redis)")
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("%s answered after %v, want under 3s", cmd, took)
+		}
+		if cmd == "rollback x" {
+			contains(t, resp.Text, "did not answer in time", "may or may not have been applied")
+		}
+	}
+}
+
+func Example_mention() {
+	fmt.Println(mention("U1"), mention("S2"))
+	// Output: <@U1> <!subteam^S2>
+}
