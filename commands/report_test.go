@@ -14,14 +14,14 @@ import (
 	"github.com/migrationbot/migrationbot/state"
 )
 
-// fakeChecker returns canned results by id, recording what was asked.
-type fakeChecker struct {
+// reportChecker returns canned results by id, recording what was asked.
+type reportChecker struct {
 	mu      sync.Mutex
 	results map[string]checks.Result
 	asked   [][]string
 }
 
-func (f *fakeChecker) Run(_ context.Context, _ checks.Target, _ checks.Config, ids ...string) []checks.Result {
+func (f *reportChecker) Run(_ context.Context, _ checks.Target, _ checks.Config, ids ...string) []checks.Result {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.asked = append(f.asked, ids)
@@ -37,7 +37,7 @@ func (f *fakeChecker) Run(_ context.Context, _ checks.Target, _ checks.Config, i
 	return out
 }
 
-func passing() map[string]checks.Result {
+func passingResults() map[string]checks.Result {
 	return map[string]checks.Result{
 		checks.IDMapping: {Status: checks.Pass, Detail: "no account left on old (2 entries, all on new)", Observed: map[string]string{"on_source": "0"}},
 		checks.IDDNS:     {Status: checks.Pass, Detail: "mail.example.org -> 203.0.113.10 (new)"},
@@ -52,14 +52,14 @@ func passing() map[string]checks.Result {
 
 type reportFixture struct {
 	h     *Handler
-	check *fakeChecker
+	check *reportChecker
 	now   time.Time
 }
 
 func newReportFixture(t *testing.T) *reportFixture {
 	t.Helper()
 	_, rdb := testredis.Mini(t)
-	f := &reportFixture{check: &fakeChecker{results: passing()}, now: t0}
+	f := &reportFixture{check: &reportChecker{results: passingResults()}, now: t0}
 	f.h = &Handler{
 		Migrations: []*Migration{{Name: "example", Channel: "C0MIG", SourceHost: "source.example.org", ConfidenceDays: 14}},
 		Admins:     []string{admin},
@@ -97,15 +97,15 @@ func (f *reportFixture) report(t *testing.T, occ time.Time) ScheduledReport {
 	return r
 }
 
-var checkLineRE = regexp.MustCompile(`^(PASS|WARN|FAIL|SKIP) [a-z]+(: .*)?$`)
+var reportCheckLineRE = regexp.MustCompile(`^(PASS|WARN|FAIL|SKIP) [a-z]+(: .*)?$`)
 
-// checkLines returns the lines of text that are check results, and fails on a line that looks
+// reportCheckLines returns the lines of text that are check results, and fails on a line that looks
 // like one but is indented or malformed.
-func checkLines(t *testing.T, text string) []string {
+func reportCheckLines(t *testing.T, text string) []string {
 	t.Helper()
 	var out []string
 	for _, l := range strings.Split(text, "\n") {
-		if checkLineRE.MatchString(l) {
+		if reportCheckLineRE.MatchString(l) {
 			out = append(out, l)
 		} else if regexp.MustCompile(`^\s+(PASS|WARN|FAIL|SKIP) `).MatchString(l) {
 			t.Errorf("indented check line %q", l)
@@ -171,7 +171,7 @@ func TestReportByPhase(t *testing.T) {
 			rec:  &state.Record{Phase: state.Cutover, CutoverAt: t0},
 			at:   5 * day,
 			results: func() map[string]checks.Result {
-				r := passing()
+				r := passingResults()
 				r[checks.IDSource] = checks.Result{Status: checks.Fail, Detail: "source unreachable: rollback has no fallback (connection refused)"}
 				return r
 			}(),
@@ -244,7 +244,7 @@ func TestReportByPhase(t *testing.T) {
 					t.Errorf("report contains %q; text:\n%s", w, r.Text)
 				}
 			}
-			if got := checkLines(t, r.Text); len(got) != tt.lines {
+			if got := reportCheckLines(t, r.Text); len(got) != tt.lines {
 				t.Errorf("check lines: got %d %q, want %d; text:\n%s", len(got), got, tt.lines, r.Text)
 			}
 			for _, res := range r.Checks {
