@@ -132,6 +132,11 @@ func runShell(ctx context.Context, args []string, getenv func(string) string, st
 		return usageError{fmt.Sprintf("shell: --as %q is not a Slack user ID (U...)", user)}
 	}
 	sh := &bot.Shell{Handler: a.handler, User: user, In: stdin, Out: stdout, Prompt: isTerminal(stdin), Log: log}
+	stopReports, err := startLocalScheduler(ctx, a, &bot.ShellPoster{Shell: sh})
+	if err != nil {
+		return err
+	}
+	defer stopReports()
 	return sh.Run(ctx)
 }
 

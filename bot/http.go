@@ -1,0 +1,384 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/migrationbot/migrationbot/commands"
+)
+
+// Defaults of Server.
+const (
+	DefaultAckAfter        = 2 * time.Second  // answer in the HTTP response if the command is done by then
+	DefaultJobTimeout      = 2 * time.Minute  // a command's background work, announcements included
+	DefaultShutdownTimeout = 10 * time.Second // draining requests and background work at stop
+	DefaultMaxBody         = 256 << 10        // bytes of a request body
+
+	// deliverTimeout bounds an announcement or a response_url post made after the command
+	// ran; it gets its own context so that an answer is still delivered when the command's
+	// context ended (its timeout, or shutdown).
+	deliverTimeout = 10 * time.Second
+)
+
+// CommandHandler answers commands; *commands.Handler is one.
+type CommandHandler interface {
+	Handle(ctx context.Context, req commands.Request) (commands.Response, error)
+	IsSlow(text string) bool
+}
+
+// Responder answers a slash command later, through its response_url.
+type Responder interface {
+	Respond(ctx context.Context, responseURL string, msg Message, inChannel bool) error
+}
+
+// Server is migrationbot's HTTP face: POST /slack/commands (signed slash commands), GET /healthz,
+// GET /readyz.
+//
+// Every slash command gets its HTTP answer within AckAfter, well inside Slack's 3 seconds,
+// whatever Redis, Slack or a check does: the command runs in the background with its own
+// context (JobTimeout), and if it is not done by AckAfter (or is known to be slow) the HTTP
+// answer is an ephemeral "working on it" and the real answer follows through response_url.
+//
+// Read-only answers are ephemeral. A transition (Response.Announce) is posted into the
+// migration's channel with the Poster and the caller gets an ephemeral answer that says so, or
+// says the announcement failed; when the command was typed in the migration's own channel the
+// answer is in_channel instead, so the channel sees it once, without a second post.
+type Server struct {
+	Commands        CommandHandler
+	SigningSecret   string
+	Poster          Poster                          // channel announcements
+	Responder       Responder                       // answers after the ack
+	Ready           func(ctx context.Context) error // /readyz; nil: always ready
+	Log             *slog.Logger
+	Now             func() time.Time // for the signature's timestamp window; default time.Now
+	AckAfter        time.Duration
+	JobTimeout      time.Duration
+	ShutdownTimeout time.Duration
+	MaxBody         int64
+
+	muxOnce sync.Once
+	mux     *http.ServeMux
+	jobs    jobs
+}
+
+// WorkingText is the HTTP answer to a command that is still running.
+const WorkingText = "Working on it… the answer follows here."
+
+// Serve answers HTTP on ln until ctx is done, then shuts down gracefully: it stops accepting,
+// lets requests and background work finish within ShutdownTimeout (cancelling what is left), and
+// returns nil. It returns an error only if serving fails.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log().Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	var serveErr error
+	select {
+	case serveErr = <-errc:
+	case <-ctx.Done():
+	}
+	d := s.ShutdownTimeout
+	if d <= 0 {
+		d = DefaultShutdownTimeout
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		s.log().Warn("http shutdown did not finish in time", "err", err)
+	}
+	if serveErr == nil {
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			serveErr = err
+		}
+	}
+	s.jobs.stop(sctx)
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", serveErr)
+	}
+	return nil
+}
+
+// ServeHTTP routes a request.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.muxOnce.Do(func() {
+		s.mux = http.NewServeMux()
+		s.mux.HandleFunc("POST /slack/commands", s.handleCommand)
+		s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			io.WriteString(w, "ok\n")
+		})
+		s.mux.HandleFunc("GET /readyz", s.handleReady)
+	})
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s.Ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := s.Ready(ctx); err != nil {
+			s.log().Warn("not ready", "err", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "not ready: the state store (Redis) does not answer\n")
+			return
+		}
+	}
+	io.WriteString(w, "ok\n")
+}
+
+// reply is a slash command's answer as Slack reads it (HTTP body or response_url post).
+type reply struct {
+	ResponseType string `json:"response_type"`
+	Text         string `json:"text"`
+	Blocks       any    `json:"blocks,omitempty"`
+}
+
+type answer struct {
+	msg       Message
+	inChannel bool
+}
+
+func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	log := s.log().With("remote", r.RemoteAddr)
+	maxBody := s.MaxBody
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		s.refuse(w, log, "unreadable or oversized body", err)
+		return
+	}
+	if IsSSLCheck(r.Header, body) {
+		w.WriteHeader(http.StatusOK) // Slack checking the certificate: nothing else to do
+		return
+	}
+	if err := Verify(s.SigningSecret, r.Header, body, s.now()); err != nil {
+		s.refuse(w, log, "signature", err)
+		return
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		s.refuse(w, log, "malformed form", err)
+		return
+	}
+	req := commands.Request{
+		UserID:    form.Get("user_id"),
+		ChannelID: form.Get("channel_id"),
+		Text:      form.Get("text"),
+		RequestID: commands.NewRequestID(),
+	}
+	if req.UserID == "" {
+		s.refuse(w, log, "malformed form", errors.New("no user_id"))
+		return
+	}
+	responseURL := form.Get("response_url")
+	log = log.With("request", req.RequestID, "user", req.UserID, "channel", req.ChannelID, "text", clipRunes(req.Text, 200))
+	if n := r.Header.Get("X-Slack-Retry-Num"); n != "" {
+		log = log.With("retry", n, "retry_reason", r.Header.Get("X-Slack-Retry-Reason"))
+	}
+
+	slow := s.Commands.IsSlow(req.Text)
+	answers := make(chan answer) // unbuffered: a send succeeds only while the HTTP answer waits
+	late := make(chan struct{})  // closed when the HTTP answer was "working on it"
+	started := s.jobs.start(s.jobTimeout(), func(ctx context.Context) {
+		resp, err := s.Commands.Handle(ctx, req)
+		if err != nil {
+			log.Warn("command failed", "err", err)
+		}
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+		defer cancel()
+		a := s.announce(dctx, log, req, resp)
+		if !slow {
+			select {
+			case answers <- a:
+				return
+			case <-late:
+			}
+		}
+		s.respondLater(dctx, log, responseURL, a)
+	})
+	if !started {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if slow {
+		writeReply(w, log, Message{Text: WorkingText}, false)
+		return
+	}
+	timer := time.NewTimer(s.ackAfter() - time.Since(start))
+	defer timer.Stop()
+	select {
+	case a := <-answers:
+		writeReply(w, log, a.msg, a.inChannel)
+	case <-timer.C:
+		close(late)
+		log.Info("answer is late: acknowledged, it follows through response_url")
+		writeReply(w, log, Message{Text: WorkingText}, false)
+	case <-r.Context().Done():
+		close(late)
+	}
+}
+
+// announce posts a transition into the migration's channel, unless the command was typed
+// there, and returns the caller's answer, which says where the announcement went.
+func (s *Server) announce(ctx context.Context, log *slog.Logger, req commands.Request, resp commands.Response) answer {
+	var a answer
+	if resp.Announce && resp.Channel != "" {
+		if resp.Channel == req.ChannelID {
+			a.inChannel = true // typed in the migration's channel: the answer is the announcement
+		} else if err := s.postAnnouncement(ctx, resp); err != nil {
+			log.Error("announcement failed", "migration", resp.Migration, "announce_channel", resp.Channel, "err", err)
+			resp.Text += fmt.Sprintf("\nannouncement to #%s failed: %v", resp.Channel, err)
+		} else {
+			resp.Text += fmt.Sprintf("\nAnnounced in <#%s>.", resp.Channel)
+		}
+	}
+	a.msg = Render(resp)
+	return a
+}
+
+func (s *Server) postAnnouncement(ctx context.Context, resp commands.Response) error {
+	if s.Poster == nil {
+		return errors.New("no Slack poster configured")
+	}
+	_, err := s.Poster.PostMessage(ctx, resp.Channel, Render(resp))
+	return err
+}
+
+func (s *Server) respondLater(ctx context.Context, log *slog.Logger, responseURL string, a answer) {
+	if responseURL == "" || s.Responder == nil {
+		log.Error("the answer came after the ack but there is no response_url to send it to")
+		return
+	}
+	if err := s.Responder.Respond(ctx, responseURL, a.msg, a.inChannel); err != nil {
+		log.Error("answer through response_url failed", "err", err)
+	}
+}
+
+func writeReply(w http.ResponseWriter, log *slog.Logger, msg Message, inChannel bool) {
+	rt := "ephemeral"
+	if inChannel {
+		rt = "in_channel"
+	}
+	b, err := json.Marshal(reply{ResponseType: rt, Text: msg.Text, Blocks: msg.Blocks})
+	if err != nil {
+		log.Error("encode answer", "err", err)
+		b, _ = json.Marshal(reply{ResponseType: "ephemeral", Text: msg.Text})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(b)
+}
+
+// refuse answers 401 to anything that is not a verified, well-formed slash command, and does
+// nothing else. The reason is logged, never sent back.
+func (s *Server) refuse(w http.ResponseWriter, log *slog.Logger, what string, err error) {
+	log.Warn("request refused", "why", what, "err", err)
+	http.Error(w, "unauthorized", http.StatusUnauthorized)
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) ackAfter() time.Duration {
+	if s.AckAfter > 0 {
+		return s.AckAfter
+	}
+	return DefaultAckAfter
+}
+
+func (s *Server) jobTimeout() time.Duration {
+	if s.JobTimeout > 0 {
+		return s.JobTimeout
+	}
+	return DefaultJobTimeout
+}
+
+// jobs runs the background work of commands, each with its own bounded context, and stops it
+// at shutdown: no new work, wait for the rest until a deadline, then cancel it and wait.
+type jobs struct {
+	mu      sync.Mutex
+	wg      sync.WaitGroup
+	stopped bool
+	quit    chan struct{} // closed to cancel every running job
+}
+
+func (j *jobs) start(timeout time.Duration, f func(ctx context.Context)) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.stopped {
+		return false
+	}
+	if j.quit == nil {
+		j.quit = make(chan struct{})
+	}
+	quit := j.quit
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-quit:
+				cancel()
+			case <-stop:
+			}
+		}()
+		f(ctx)
+	}()
+	return true
+}
+
+// stop refuses new jobs and waits for the running ones until ctx is done, then cancels them and
+// waits (briefly) for them to return.
+func (j *jobs) stop(ctx context.Context) {
+	j.mu.Lock()
+	j.stopped = true
+	if j.quit == nil {
+		j.quit = make(chan struct{})
+	}
+	j.mu.Unlock()
+	done := make(chan struct{})
+	go func() { j.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	close(j.quit)
+	select {
+	case <-done:
+	case <-time.After(deliverTimeout + 2*time.Second):
+	}
+}

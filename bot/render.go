@@ -1,0 +1,158 @@
+package bot
+
+import (
+	"regexp"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/slack-go/slack"
+
+	"github.com/migrationbot/migrationbot/commands"
+)
+
+// Slack's limits that rendering respects (shared/research/slack-go-facts.md 1.8 and 1.12).
+const (
+	maxSectionText = 3000  // characters in a section's text
+	maxBlocks      = 50    // blocks in a message
+	maxText        = 40000 // characters in a message's text
+)
+
+// statusEmoji shows a check's status in Block Kit; the text fallback keeps the word.
+var statusEmoji = map[string]string{
+	"PASS": "✅",
+	"WARN": "⚠️",
+	"FAIL": "❌",
+	"SKIP": "⏭️",
+}
+
+// checkLineRE matches a check result line in a response's text: "  FAIL dns: detail".
+var checkLineRE = regexp.MustCompile(`^(\s*)(PASS|WARN|FAIL|SKIP) ([a-z][a-z0-9_-]*)(:? ?)(.*)$`)
+
+// Render turns a command's answer into a Slack message: the plain-text fallback Text (always
+// set; check results keep their PASS/WARN/FAIL/SKIP words) and Blocks, mrkdwn sections of at
+// most 3000 characters in which every check result line starts with an emoji instead. In both,
+// the detail of a check result is escaped (&, <, >): it comes from remote servers and must not
+// turn into a mention or a link; the rest of the text keeps its Slack mentions. This is the only
+// place a commands.Response becomes Block Kit.
+func Render(resp commands.Response) Message {
+	text := clipRunes(resp.Text, maxText)
+	if strings.TrimSpace(text) == "" {
+		text = "(no answer)"
+	}
+	lines := strings.Split(text, "\n")
+	rich := make([]string, len(lines))
+	for i, l := range lines {
+		lines[i], rich[i] = checkLine(l)
+	}
+	text = strings.Join(lines, "\n")
+	var blocks []slack.Block
+	for _, chunk := range splitText(strings.Join(rich, "\n"), maxSectionText) {
+		if len(blocks) == maxBlocks {
+			break
+		}
+		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, chunk, false, false), nil, nil))
+	}
+	return Message{Text: text, Blocks: blocks}
+}
+
+// checkLine renders one check result line for the text fallback ("FAIL relay: detail") and for
+// Block Kit (an emoji and the check id in bold); other lines are left as they are (they may
+// carry Slack mentions on purpose).
+func checkLine(l string) (plain, rich string) {
+	m := checkLineRE.FindStringSubmatch(l)
+	if m == nil {
+		l = escapePlaceholders(l)
+		return l, l
+	}
+	indent, word, id, sep, detail := m[1], m[2], m[3], m[4], m[5]
+	tail := ""
+	if sep != "" || detail != "" {
+		tail = strings.TrimRight(strings.TrimRight(sep, " ")+" "+escapeMrkdwn(detail), " ")
+	}
+	return indent + word + " " + id + tail, indent + statusEmoji[word] + " *" + id + "*" + tail
+}
+
+// angleRE matches a <...> token of a line.
+var angleRE = regexp.MustCompile(`<[^<>]*>`)
+
+// escapePlaceholders escapes <...> tokens that are not Slack markup (mentions <@U..>, user
+// groups <!subteam^S..>, channels <#C..>, links <https://..>), such as the "<reason>" of a
+// usage line, which Slack would otherwise swallow.
+func escapePlaceholders(l string) string {
+	return angleRE.ReplaceAllStringFunc(l, func(tok string) string {
+		inner := tok[1 : len(tok)-1]
+		for _, p := range []string{"@", "#", "!", "http://", "https://", "mailto:"} {
+			if strings.HasPrefix(inner, p) {
+				return tok
+			}
+		}
+		return "&lt;" + inner + "&gt;"
+	})
+}
+
+// escapeMrkdwn escapes the three characters Slack's mrkdwn reserves; check details come from
+// remote servers (greetings, certificates) and must not turn into mentions or links.
+func escapeMrkdwn(s string) string {
+	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// splitText cuts s into pieces of at most n runes, at line breaks where it can.
+func splitText(s string, n int) []string {
+	var out []string
+	var cur strings.Builder
+	curLen := 0
+	flush := func() {
+		if cur.Len() > 0 {
+			out = append(out, cur.String())
+			cur.Reset()
+			curLen = 0
+		}
+	}
+	for _, line := range strings.Split(s, "\n") {
+		ll := utf8.RuneCountInString(line)
+		need := ll
+		if curLen > 0 {
+			need++ // the newline
+		}
+		if curLen+need <= n {
+			if curLen > 0 {
+				cur.WriteByte('\n')
+			}
+			cur.WriteString(line)
+			curLen += need
+			continue
+		}
+		flush()
+		for ll > n { // one line longer than a section: cut it at rune boundaries
+			head := clipRunes(line, n)
+			out = append(out, head)
+			line = line[len(head):]
+			ll -= n
+		}
+		cur.WriteString(line)
+		curLen = ll
+	}
+	flush()
+	kept := out[:0]
+	for _, p := range out {
+		if strings.TrimSpace(p) != "" { // a section's text must not be blank
+			kept = append(kept, p)
+		}
+	}
+	return kept
+}
+
+// clipRunes returns the first n runes of s.
+func clipRunes(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	i := 0
+	for pos := range s {
+		if i == n {
+			return s[:pos]
+		}
+		i++
+	}
+	return s
+}
