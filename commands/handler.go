@@ -66,6 +66,32 @@ type Response struct {
 	Announce  bool   // a transition: post Text to Channel as well
 	Failed    bool   // refused or failed; nothing changed
 	Checks    []checks.Result
+	Actions   []Action // what the reader may do next (buttons in Slack)
+}
+
+// Action is a follow-up a Response offers; Slack shows it as a button.
+type Action string
+
+// The actions a Response may offer.
+const (
+	ActionCheck        Action = "check"        // run every check now
+	ActionRollback     Action = "rollback"     // roll back (asks for a reason)
+	ActionDecommission Action = "decommission" // decommission (asks for the phrase)
+)
+
+// actionsFor lists the follow-ups that make sense for a migration in phase p at now.
+func actionsFor(rec state.Record, now time.Time) []Action {
+	switch rec.Phase {
+	case state.Proxied:
+		return []Action{ActionCheck}
+	case state.Cutover:
+		a := []Action{ActionCheck, ActionRollback}
+		if !now.Before(rec.ConfidenceEnds()) {
+			a = append(a, ActionDecommission)
+		}
+		return a
+	}
+	return nil
 }
 
 // Checker runs verification checks; *checks.Runner is one.

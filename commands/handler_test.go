@@ -481,3 +481,34 @@ func Example_mention() {
 	fmt.Println(mention("U1"), mention("S2"))
 	// Output: <@U1> <!subteam^S2>
 }
+
+func TestActionsAndRollbackPreview(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "act")
+	ctx := context.Background()
+	if _, err := f.h.RollbackPreview(ctx, "example"); err == nil {
+		t.Error("preview without state: got no error")
+	}
+	f.ok(t, admin, "init")
+	if got := f.do(t, nobody, "status").Actions; len(got) != 1 || got[0] != ActionCheck {
+		t.Errorf("proxied actions: got %v", got)
+	}
+	if p, _ := f.h.RollbackPreview(ctx, "example"); !strings.Contains(p, "nothing to roll back") {
+		t.Errorf("preview in proxied: %q", p)
+	}
+	f.ok(t, operator, "cutover")
+	if got := f.do(t, nobody, "status").Actions; len(got) != 2 || got[1] != ActionRollback {
+		t.Errorf("cutover actions: got %v", got)
+	}
+	p, err := f.h.RollbackPreview(ctx, "example")
+	if err != nil || !strings.Contains(p, "example goes back to proxied") || !strings.Contains(p, "Start the proxy") {
+		t.Errorf("preview in cutover: %q, %v", p, err)
+	}
+	if p := f.phase(t); p != state.Cutover {
+		t.Errorf("preview changed the phase to %s", p)
+	}
+	f.advance(15 * 24 * time.Hour)
+	if got := f.do(t, nobody, "status").Actions; len(got) != 3 || got[2] != ActionDecommission {
+		t.Errorf("actions after the confidence period: got %v", got)
+	}
+}

@@ -57,6 +57,9 @@ func (h *Handler) ScheduledReport(ctx context.Context, name string, occurrence t
 		r.Text = fmt.Sprintf("%s: phase %q is unknown to this version of migrationbot; no report.", name, snap.Record.Phase)
 	}
 	r.Migration, r.Channel = m.Name, m.Channel
+	if snap.Found {
+		r.Actions = actionsFor(snap.Record, c.now)
+	}
 	return r, nil
 }
 

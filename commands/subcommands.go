@@ -99,7 +99,30 @@ func (h *Handler) status(ctx context.Context, c *call) (Response, error) {
 		b.WriteString("\nLast events:")
 		writeEvents(&b, snap.Events)
 	}
-	return Response{Text: b.String()}, nil
+	return Response{Text: b.String(), Actions: actionsFor(rec, c.now)}, nil
+}
+
+// RollbackPreview says what rolling back migration name would mean now: the phase it would
+// leave and the runbook shaped by the last check results. It changes nothing.
+func (h *Handler) RollbackPreview(ctx context.Context, name string) (string, error) {
+	m := h.Migration(name)
+	if m == nil {
+		return "", fmt.Errorf("rollback preview: unknown migration %q", name)
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	snap, err := h.Store.Snapshot(sctx, name, 0)
+	if err != nil {
+		return "", fmt.Errorf("rollback preview %s: %w", name, err)
+	}
+	if !snap.Found {
+		return "", fmt.Errorf("rollback preview %s: %w", name, state.ErrNotFound)
+	}
+	if _, err := state.Next(snap.Record.Phase, state.EventRollback); err != nil {
+		return fmt.Sprintf("%s: %s; rolling back is not possible.", name, err), nil
+	}
+	return fmt.Sprintf("%s goes back to proxied: the proxy is started again and %s points to it.\n%s",
+		name, orText(m.PublicHostname, "the public hostname"), rollbackRunbook(m, decodeChecks(snap.Checks))), nil
 }
 
 // ChecklistItem is one step of the runbook inside cutover and the checks that verify it.
