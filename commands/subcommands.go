@@ -213,6 +213,13 @@ func encodeChecks(results []checks.Result) map[string]string {
 
 // runChecks runs the named checks (all when none) for phase p and stores the results.
 func (h *Handler) runChecks(ctx context.Context, c *call, p state.Phase, ids ...string) []checks.Result {
+	results := h.probe(ctx, c, p, ids...)
+	h.saveChecks(ctx, c, results)
+	return results
+}
+
+// probe runs the named checks (all when none) for phase p, each under the migration's timeout.
+func (h *Handler) probe(ctx context.Context, c *call, p state.Phase, ids ...string) []checks.Result {
 	if h.Checker == nil {
 		return nil
 	}
@@ -222,13 +229,19 @@ func (h *Handler) runChecks(ctx context.Context, c *call, p state.Phase, ids ...
 	}
 	cctx, cancel := context.WithTimeout(ctx, timeout+time.Second)
 	defer cancel()
-	results := h.Checker.Run(cctx, c.m.Target(p), c.m.Checks, ids...)
-	sctx, cancel2 := h.storeCtx(ctx)
-	defer cancel2()
+	return h.Checker.Run(cctx, c.m.Target(p), c.m.Checks, ids...)
+}
+
+// saveChecks stores check results for status and the reports; a failure is only logged.
+func (h *Handler) saveChecks(ctx context.Context, c *call, results []checks.Result) {
+	if len(results) == 0 {
+		return
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
 	if err := h.Store.SaveChecks(sctx, c.m.Name, encodeChecks(results)); err != nil {
 		h.log().Warn("saving check results failed", "migration", c.m.Name, "err", err)
 	}
-	return results
 }
 
 func (h *Handler) check(ctx context.Context, c *call) (Response, error) {
@@ -336,7 +349,7 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 	if _, err := state.Next(rec.Phase, state.EventCutover); err != nil {
 		return refusal(c.m.Name, rec, err.Error()), nil
 	}
-	gate := h.runChecks(ctx, c, state.Proxied, checks.Gate...)
+	gate := h.probe(ctx, c, state.Proxied, checks.Gate...)
 	var failing []checks.Result
 	for _, r := range gate {
 		if r.Status == checks.Fail {
@@ -344,6 +357,7 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 		}
 	}
 	if len(failing) > 0 && !force {
+		h.saveChecks(ctx, c, gate)
 		var b strings.Builder
 		fmt.Fprintf(&b, "%s: cutover refused, the source-empty gate failed; nothing changed.", c.m.Name)
 		for _, r := range failing {
@@ -361,13 +375,14 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 	now := h.now()
 	sctx, cancel = h.storeCtx(ctx)
 	defer cancel()
-	next, err := h.Store.Apply(sctx, c.m.Name, state.Change{
+	// The gate's results are stored with the transition, in its one round trip.
+	next, _, err := h.Store.ApplyWithChecks(sctx, c.m.Name, state.Change{
 		From:    state.Proxied,
 		Version: rec.Version,
 		Next: state.Record{Phase: state.Cutover, Since: now, By: c.req.UserID, Reason: reason,
 			RequestID: c.req.RequestID, CutoverAt: now, ConfidenceDays: c.m.ConfidenceDays},
 		Audit: state.Entry{At: now, By: c.req.UserID, Event: event, Reason: reason, RequestID: c.req.RequestID},
-	})
+	}, encodeChecks(gate))
 	if resp, ok, err := applied(c.m.Name, state.EventCutover, err); !ok {
 		return resp, err
 	}
@@ -418,24 +433,20 @@ func (h *Handler) rollback(ctx context.Context, c *call) (Response, error) {
 	now := h.now()
 	sctx, cancel := h.storeCtx(ctx)
 	defer cancel()
-	// Incident time: one round trip, no checks; the phase check in the script is the guard.
-	_, err = h.Store.Apply(sctx, c.m.Name, state.Change{
+	// Incident time: one round trip, no checks; the phase check in the script is the guard, and
+	// the reply carries the last check results that shape the runbook.
+	_, stored, err := h.Store.ApplyWithChecks(sctx, c.m.Name, state.Change{
 		From: state.Cutover,
 		Next: state.Record{Phase: state.Proxied, Since: now, By: c.req.UserID, Reason: reason,
 			RequestID: c.req.RequestID, ConfidenceDays: c.m.ConfidenceDays},
 		Audit: state.Entry{At: now, By: c.req.UserID, Event: string(state.EventRollback), Reason: reason, RequestID: c.req.RequestID},
-	})
+	}, nil)
 	if resp, ok, err := applied(c.m.Name, state.EventRollback, err); !ok {
 		return resp, err
 	}
-	// Best effort: what the checks last saw shapes the runbook.
-	var last map[string]checks.Result
-	if snap, err := h.Store.Snapshot(sctx, c.m.Name, 0); err == nil {
-		last = decodeChecks(snap.Checks)
-	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s rolled back to proxied by %s: %s\n", c.m.Name, mention(c.req.UserID), reason)
-	b.WriteString(rollbackRunbook(c.m, last))
+	b.WriteString(rollbackRunbook(c.m, decodeChecks(stored)))
 	return Response{Text: b.String(), Announce: true}, nil
 }
 

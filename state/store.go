@@ -170,58 +170,98 @@ func (s *Store) SaveChecks(ctx context.Context, name string, results map[string]
 
 // transitionScript applies a Change atomically.
 //
-// KEYS[1] state hash, KEYS[2] audit stream
+// KEYS[1] state hash, KEYS[2] audit stream, KEYS[3] check results hash
 // ARGV[1] expected phase ("" = the record must not exist), ARGV[2] expected version ("0" = any),
-// ARGV[3] audit cap, ARGV[4] n = number of record field/value pairs, ARGV[5..4+2n] the new
-// record's fields, the rest the audit entry's field/value pairs.
-// Returns {"ok", record...} with the new record, {"conflict", record...} with the current one,
-// or {"notfound"}. The record gets version = old version + 1 and replaces the old one whole.
+// ARGV[3] audit cap, ARGV[4] n = number of record field/value pairs, ARGV[5] a = number of audit
+// field/value pairs, then the new record's n pairs, the audit entry's a pairs, and the rest:
+// check results (id/JSON pairs) to store with the change.
+// Returns {"ok", {record...}, {checks...}} with the new record and every stored check result,
+// {"conflict", {record...}, {}} with the current record, or {"notfound", {}, {}}. The record
+// gets version = old version + 1 and replaces the old one whole.
 var transitionScript = redis.NewScript(`
 local cur = redis.call('HGETALL', KEYS[1])
 local version = 0
 if #cur == 0 then
-  if ARGV[1] ~= '' then return {'notfound'} end
+  if ARGV[1] ~= '' then return {'notfound', {}, {}} end
 else
   local rec = {}
   for i = 1, #cur, 2 do rec[cur[i]] = cur[i + 1] end
   if ARGV[1] == '' or rec['phase'] ~= ARGV[1] or (ARGV[2] ~= '0' and rec['version'] ~= ARGV[2]) then
-    table.insert(cur, 1, 'conflict')
-    return cur
+    return {'conflict', cur, {}}
   end
   version = tonumber(rec['version']) or 0
 end
 version = version + 1
-local n = tonumber(ARGV[4])
+local n, a = tonumber(ARGV[4]), tonumber(ARGV[5])
+local first, audit, checks = 6, 6 + 2 * n, 6 + 2 * n + 2 * a
 local fields = {'version', tostring(version)}
-for i = 5, 4 + 2 * n do fields[#fields + 1] = ARGV[i] end
+for i = first, audit - 1 do fields[#fields + 1] = ARGV[i] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
 local xadd = {'XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'version', tostring(version)}
-for i = 5 + 2 * n, #ARGV do xadd[#xadd + 1] = ARGV[i] end
+for i = audit, checks - 1 do xadd[#xadd + 1] = ARGV[i] end
 redis.call(unpack(xadd))
-local out = redis.call('HGETALL', KEYS[1])
-table.insert(out, 1, 'ok')
-return out
+if #ARGV >= checks then
+  local hset = {'HSET', KEYS[3]}
+  for i = checks, #ARGV do hset[#hset + 1] = ARGV[i] end
+  redis.call(unpack(hset))
+end
+return {'ok', redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[3])}
 `)
 
 // Apply performs a change in one atomic round trip. It returns the new record, or a
 // *ConflictError (errors.Is ErrConflict) with the current record when the phase or version did
 // not match, or ErrNotFound when the record is missing and the change expected one.
 func (s *Store) Apply(ctx context.Context, name string, c Change) (Record, error) {
+	rec, _, err := s.ApplyWithChecks(ctx, name, c, nil)
+	return rec, err
+}
+
+// ApplyWithChecks is Apply that also stores check results (id -> JSON) with the change, and
+// returns every stored check result, still in the same round trip.
+func (s *Store) ApplyWithChecks(ctx context.Context, name string, c Change, checks map[string]string) (Record, map[string]string, error) {
 	c.Next.Name = name
 	c.Audit.From, c.Audit.To = c.From, c.Next.Phase
 	if c.Audit.Result == "" {
 		c.Audit.Result = "ok"
 	}
-	rf := recordFields(c.Next)
-	args := []any{string(c.From), c.Version, s.auditCap, len(rf) / 2}
+	rf, af := recordFields(c.Next), entryFields(c.Audit)
+	args := []any{string(c.From), c.Version, s.auditCap, len(rf) / 2, len(af) / 2}
 	args = append(args, rf...)
-	args = append(args, entryFields(c.Audit)...)
-	res, err := transitionScript.Run(ctx, s.rdb, []string{s.keys.state(name), s.keys.audit(name)}, args...).StringSlice()
-	if err != nil {
-		return Record{}, wrap(fmt.Sprintf("apply %s to %s", c.Audit.Event, name), err)
+	args = append(args, af...)
+	for id, js := range checks {
+		args = append(args, id, js)
 	}
-	return scriptResult(name, res)
+	keys := []string{s.keys.state(name), s.keys.audit(name), s.keys.checks(name)}
+	res, err := transitionScript.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return Record{}, nil, wrap(fmt.Sprintf("apply %s to %s", c.Audit.Event, name), err)
+	}
+	if len(res) != 3 {
+		return Record{}, nil, fmt.Errorf("%w: unexpected script reply %v", ErrUnavailable, res)
+	}
+	status, _ := res[0].(string)
+	rec, stored := replyStrings(res[1]), pairs(replyStrings(res[2]))
+	switch status {
+	case "ok":
+		return decodeRecord(name, pairs(rec)), stored, nil
+	case "conflict":
+		return Record{}, nil, &ConflictError{Current: decodeRecord(name, pairs(rec))}
+	case "notfound":
+		return Record{}, nil, ErrNotFound
+	}
+	return Record{}, nil, fmt.Errorf("%w: unexpected script reply %q", ErrUnavailable, status)
+}
+
+// replyStrings converts a nested script reply (a Redis array of bulk strings) to []string.
+func replyStrings(v any) []string {
+	list, _ := v.([]any)
+	out := make([]string, 0, len(list))
+	for _, x := range list {
+		s, _ := x.(string)
+		out = append(out, s)
+	}
+	return out
 }
 
 // challengeScript records a decommission challenge if the record is still in cutover at the

@@ -357,3 +357,32 @@ func TestStoreUnavailable(t *testing.T) {
 		})
 	}
 }
+
+func TestStoreApplyWithChecks(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		if err := s.SaveChecks(ctx, "m1", map[string]string{"source": `{"ID":"source"}`}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := s.ApplyWithChecks(ctx, "m1", cutoverChange(0, "U1", t0), map[string]string{"mapping": "x"}); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("without state: got %v, want ErrNotFound", err)
+		}
+		if _, err := s.Apply(ctx, "m1", initChange("U1", t0)); err != nil {
+			t.Fatal(err)
+		}
+		rec, stored, err := s.ApplyWithChecks(ctx, "m1", cutoverChange(1, "U1", t0), map[string]string{"mapping": `{"ID":"mapping"}`})
+		if err != nil || rec.Phase != Cutover {
+			t.Fatalf("got %+v, %v", rec, err)
+		}
+		if len(stored) != 2 || stored["mapping"] != `{"ID":"mapping"}` || stored["source"] != `{"ID":"source"}` {
+			t.Errorf("stored checks: got %v", stored)
+		}
+		// A refused change stores nothing.
+		if _, _, err := s.ApplyWithChecks(ctx, "m1", cutoverChange(1, "U1", t0), map[string]string{"dns": "y"}); !errors.Is(err, ErrConflict) {
+			t.Fatalf("stale version: got %v, want ErrConflict", err)
+		}
+		if n, _ := rdb.HLen(ctx, s.keys.checks("m1")).Result(); n != 2 {
+			t.Errorf("a refused change stored check results: %d stored", n)
+		}
+	})
+}
