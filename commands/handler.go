@@ -232,6 +232,9 @@ func (h *Handler) Handle(ctx context.Context, req Request) (Response, error) {
 	}
 	if err != nil {
 		resp = h.storeError(c, err)
+		if errors.Is(err, state.ErrNotFound) {
+			err = nil // the user's answer says it all; nothing failed inside
+		}
 	}
 	resp.Migration = c.m.Name
 	resp.Channel = c.m.Channel

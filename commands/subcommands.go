@@ -528,7 +528,7 @@ func (h *Handler) confirm(ctx context.Context, c *call, phrase string) (Response
 	sctx, cancel := h.storeCtx(ctx)
 	defer cancel()
 	_, err := h.Store.Confirm(sctx, c.m.Name, c.req.UserID, phrase, now, state.Entry{
-		At: now, Event: string(state.EventDecommission), Reason: "confirmed with the typed phrase", RequestID: c.req.RequestID,
+		At: now, Event: string(state.EventDecommission), RequestID: c.req.RequestID,
 	})
 	var re *state.RefusedError
 	if errors.As(err, &re) {

@@ -394,7 +394,7 @@ func (s *Store) Confirm(ctx context.Context, name, user, phrase string, now time
 		"phase", string(Decommissioned),
 		"since", now.UnixMilli(),
 		"by", user,
-		"reason", audit.Reason,
+		"reason", "decommission confirmed with the typed phrase",
 		"request_id", audit.RequestID,
 	}
 	args := []any{user, phrase, now.UnixMilli(), s.auditCap, len(rf) / 2}
