@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -514,23 +513,6 @@ func TestActionsAndRollbackPreview(t *testing.T) {
 	}
 }
 
-// roundTrips counts what a command sends to Redis: one per command or pipeline (not the HELLO
-// of a new connection).
-type roundTrips struct{ n atomic.Int32 }
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() != "hello" {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
-}
-
 // TestRoundTrips: status and rollback take one Redis round trip; cutover two (a read, so that a
 // repeated cutover is refused before the gate runs, and the transition with the gate's results).
 func TestRoundTrips(t *testing.T) {
@@ -539,7 +521,7 @@ func TestRoundTrips(t *testing.T) {
 		f.ok(t, operator, "cutover") // loads the script
 		f.ok(t, operator, "rollback warm-up")
 		f.ok(t, nobody, "status")
-		hook := &roundTrips{}
+		hook := &testredis.RoundTrips{}
 		f.rdb.AddHook(hook)
 		for _, c := range []struct {
 			user, text string
@@ -551,9 +533,9 @@ func TestRoundTrips(t *testing.T) {
 			{operator, "rollback again", 1},
 			{nobody, "history 5", 1},
 		} {
-			hook.n.Store(0)
+			hook.Reset()
 			f.do(t, c.user, c.text)
-			if got := hook.n.Load(); got != c.want {
+			if got := hook.Reset(); got != c.want {
 				t.Errorf("%s: %d round trips, want %d", c.text, got, c.want)
 			}
 		}

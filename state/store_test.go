@@ -273,23 +273,6 @@ func TestStoreSnapshot(t *testing.T) {
 	})
 }
 
-// countHook counts round trips: one per command or pipeline sent (not the HELLO of a new
-// connection).
-type countHook struct{ n atomic.Int32 }
-
-func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() != "hello" {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
-}
-
 func TestStoreRoundTrips(t *testing.T) {
 	backends(t, func(t *testing.T, s *Store, rdb redis.UniversalClient) {
 		ctx := context.Background()
@@ -299,18 +282,18 @@ func TestStoreRoundTrips(t *testing.T) {
 		if _, err := s.Snapshot(ctx, "warm", 5); err != nil {
 			t.Fatal(err)
 		}
-		h := &countHook{}
+		h := &testredis.RoundTrips{}
 		rdb.AddHook(h)
 		if _, err := s.Apply(ctx, "m1", initChange("U1", t0)); err != nil {
 			t.Fatal(err)
 		}
-		if got := h.n.Swap(0); got != 1 {
+		if got := h.Reset(); got != 1 {
 			t.Errorf("a transition took %d round trips, want 1", got)
 		}
 		if _, err := s.Snapshot(ctx, "m1", 5); err != nil {
 			t.Fatal(err)
 		}
-		if got := h.n.Swap(0); got != 1 {
+		if got := h.Reset(); got != 1 {
 			t.Errorf("a status snapshot took %d round trips, want 1", got)
 		}
 	})

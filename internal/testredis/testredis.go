@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,4 +71,26 @@ func Prefix() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return "mbtest-" + hex.EncodeToString(b[:])
+}
+
+// RoundTrips is a go-redis hook counting what a client sends: one per command or pipeline,
+// leaving out the HELLO of a new connection. Add it with rdb.AddHook.
+type RoundTrips struct{ n atomic.Int32 }
+
+// Reset returns the count so far and starts again from zero.
+func (h *RoundTrips) Reset() int32 { return h.n.Swap(0) }
+
+func (h *RoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *RoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() != "hello" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *RoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
 }
