@@ -40,8 +40,9 @@ type Responder interface {
 	Respond(ctx context.Context, responseURL string, msg Message, inChannel bool) error
 }
 
-// Server is migrationbot's HTTP face: POST /slack/commands (signed slash commands), GET /healthz,
-// GET /readyz.
+// Server is migrationbot's HTTP face: POST /slack/commands (signed slash commands), POST
+// /slack/interactions (signed button clicks and modal submissions), GET /healthz, GET /readyz and
+// GET /metrics. Socket Mode (SocketMode) feeds the same code paths.
 //
 // Every slash command gets its HTTP answer within AckAfter, well inside Slack's 3 seconds,
 // whatever Redis, Slack or a check does: the command runs in the background with its own
@@ -58,6 +59,8 @@ type Server struct {
 	Poster          Poster                          // channel announcements
 	Responder       Responder                       // answers after the ack
 	Ready           func(ctx context.Context) error // /readyz; nil: always ready
+	Views           ViewOpener                      // views.open for the modals of buttons
+	Metrics         *Metrics                        // GET /metrics; nil: no metrics
 	Log             *slog.Logger
 	Now             func() time.Time // for the signature's timestamp window; default time.Now
 	AckAfter        time.Duration
@@ -118,6 +121,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.muxOnce.Do(func() {
 		s.mux = http.NewServeMux()
 		s.mux.HandleFunc("POST /slack/commands", s.handleCommand)
+		s.mux.HandleFunc("POST /slack/interactions", s.handleInteraction)
+		if s.Metrics != nil {
+			s.mux.Handle("GET /metrics", s.Metrics.Handler())
+		}
 		s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			io.WriteString(w, "ok\n")
@@ -152,26 +159,14 @@ type reply struct {
 type answer struct {
 	msg       Message
 	inChannel bool
+	failed    bool // refused or failed: nothing changed
 }
 
 func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	log := s.log().With("remote", r.RemoteAddr)
-	maxBody := s.MaxBody
-	if maxBody <= 0 {
-		maxBody = DefaultMaxBody
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		s.refuse(w, log, "unreadable or oversized body", err)
-		return
-	}
-	if IsSSLCheck(r.Header, body) {
-		w.WriteHeader(http.StatusOK) // Slack checking the certificate: nothing else to do
-		return
-	}
-	if err := Verify(s.SigningSecret, r.Header, body, s.now()); err != nil {
-		s.refuse(w, log, "signature", err)
+	body, ok := s.readVerified(w, r, log, true)
+	if !ok {
 		return
 	}
 	form, err := url.ParseQuery(string(body))
@@ -189,52 +184,116 @@ func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, log, "malformed form", errors.New("no user_id"))
 		return
 	}
-	responseURL := form.Get("response_url")
-	log = log.With("request", req.RequestID, "user", req.UserID, "channel", req.ChannelID, "text", clipRunes(req.Text, 200))
 	if n := r.Header.Get("X-Slack-Retry-Num"); n != "" {
 		log = log.With("retry", n, "retry_reason", r.Header.Get("X-Slack-Retry-Reason"))
 	}
+	msg, inChannel, started := s.slashCommand(r.Context().Done(), log, req, form.Get("response_url"), start)
+	if !started {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	writeReply(w, log, msg, inChannel)
+}
 
+// readVerified reads a request's body (capped at MaxBody) and verifies Slack's signature over
+// it before anything is parsed; it answers the request itself and returns false when the request
+// is refused, or when it is Slack's unsigned ssl_check probe (sslCheck: commands only).
+func (s *Server) readVerified(w http.ResponseWriter, r *http.Request, log *slog.Logger, sslCheck bool) ([]byte, bool) {
+	maxBody := s.MaxBody
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		s.refuse(w, log, "unreadable or oversized body", err)
+		return nil, false
+	}
+	if sslCheck && IsSSLCheck(r.Header, body) {
+		w.WriteHeader(http.StatusOK) // Slack checking the certificate: nothing else to do
+		return nil, false
+	}
+	if err := Verify(s.SigningSecret, r.Header, body, s.now()); err != nil {
+		s.refuse(w, log, "signature", err)
+		return nil, false
+	}
+	return body, true
+}
+
+// slashCommand runs one slash command, however it arrived (HTTP or Socket Mode), and returns
+// what to acknowledge it with: the answer when it is ready within AckAfter of start (and before
+// cancel is closed), otherwise WorkingText, the answer following through responseURL. started is
+// false when the server is shutting down and the command was not run.
+func (s *Server) slashCommand(cancel <-chan struct{}, log *slog.Logger, req commands.Request, responseURL string, start time.Time) (msg Message, inChannel, started bool) {
+	log = log.With("request", req.RequestID, "user", req.UserID, "channel", req.ChannelID, "text", clipRunes(req.Text, 200))
 	slow := s.Commands.IsSlow(req.Text)
-	answers := make(chan answer) // unbuffered: a send succeeds only while the HTTP answer waits
-	late := make(chan struct{})  // closed when the HTTP answer was "working on it"
-	started := s.jobs.start(s.jobTimeout(), func(ctx context.Context) {
-		resp, err := s.Commands.Handle(ctx, req)
-		if err != nil {
-			log.Warn("command failed", "err", err)
-		}
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
-		defer cancel()
-		a := s.announce(dctx, log, req, resp)
-		if !slow {
+	deadline := start.Add(s.ackAfter())
+	if slow {
+		deadline = time.Time{}
+	}
+	a, ready, started := s.dispatch(cancel, log, req, responseURL, deadline)
+	if !started {
+		return Message{}, false, false
+	}
+	if !ready {
+		return Message{Text: WorkingText}, false, true
+	}
+	return a.msg, a.inChannel, true
+}
+
+// dispatch runs req in the background. When its answer is ready before deadline (a zero
+// deadline: never wait) and before cancel is closed, dispatch returns it (ready) and the caller
+// delivers it; otherwise the background job delivers it through responseURL when it is done.
+// Transitions are announced in the migration's channel either way.
+func (s *Server) dispatch(cancel <-chan struct{}, log *slog.Logger, req commands.Request, responseURL string, deadline time.Time) (a answer, ready, started bool) {
+	wait := !deadline.IsZero()
+	answers := make(chan answer) // unbuffered: a send succeeds only while the caller waits
+	late := make(chan struct{})  // closed when the caller stopped waiting
+	started = s.jobs.start(s.jobTimeout(), func(ctx context.Context) {
+		a := s.run(ctx, log, req)
+		if wait {
 			select {
 			case answers <- a:
 				return
 			case <-late:
 			}
 		}
+		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+		defer dcancel()
 		s.respondLater(dctx, log, responseURL, a)
 	})
-	if !started {
-		http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		return
+	if !started || !wait {
+		return answer{}, false, started
 	}
-	if slow {
-		writeReply(w, log, Message{Text: WorkingText}, false)
-		return
-	}
-	timer := time.NewTimer(s.ackAfter() - time.Since(start))
+	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	select {
 	case a := <-answers:
-		writeReply(w, log, a.msg, a.inChannel)
+		return a, true, true
 	case <-timer.C:
 		close(late)
 		log.Info("answer is late: acknowledged, it follows through response_url")
-		writeReply(w, log, Message{Text: WorkingText}, false)
-	case <-r.Context().Done():
+	case <-cancel:
 		close(late)
 	}
+	return answer{}, false, true
+}
+
+// run answers req (recording metrics), announces a transition, and returns the caller's answer.
+func (s *Server) run(ctx context.Context, log *slog.Logger, req commands.Request) answer {
+	begin := time.Now()
+	resp, err := s.Commands.Handle(ctx, req)
+	took := time.Since(begin)
+	s.Metrics.Command(req.Text, resp, err, took)
+	if err != nil {
+		log.Warn("command failed", "err", err, "took_ms", took.Milliseconds())
+	} else {
+		log.Info("command answered", "failed", resp.Failed, "announce", resp.Announce, "took_ms", took.Milliseconds())
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deliverTimeout)
+	defer cancel()
+	a := s.announce(dctx, log, req, resp)
+	a.failed = resp.Failed || err != nil
+	return a
 }
 
 // announce posts a transition into the migration's channel, unless the command was typed

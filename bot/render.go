@@ -45,14 +45,66 @@ func Render(resp commands.Response) Message {
 		lines[i], rich[i] = checkLine(l)
 	}
 	text = strings.Join(lines, "\n")
+	actions := actionsBlock(resp)
+	limit := maxBlocks
+	if actions != nil {
+		limit-- // room for the buttons
+	}
 	var blocks []slack.Block
 	for _, chunk := range splitText(strings.Join(rich, "\n"), maxSectionText) {
-		if len(blocks) == maxBlocks {
+		if len(blocks) == limit {
 			break
 		}
 		blocks = append(blocks, slack.NewSectionBlock(slack.NewTextBlockObject(slack.MarkdownType, chunk, false, false), nil, nil))
 	}
+	if actions != nil {
+		blocks = append(blocks, actions)
+	}
 	return Message{Text: text, Blocks: blocks}
+}
+
+// actionsBlock renders a response's follow-up actions as buttons (nil when there are none). Each
+// button's value is the migration's name. The destructive ones (roll back, decommission) open a
+// modal, and ask for confirmation before they do.
+func actionsBlock(resp commands.Response) *slack.ActionBlock {
+	if resp.Migration == "" || len(resp.Actions) == 0 {
+		return nil
+	}
+	name := resp.Migration
+	var buttons []slack.BlockElement
+	for _, a := range resp.Actions {
+		switch a {
+		case commands.ActionCheck:
+			buttons = append(buttons, slack.NewButtonBlockElement(ActionIDCheck, name, plain("Run checks")))
+		case commands.ActionRollback:
+			buttons = append(buttons, slack.NewButtonBlockElement(ActionIDRollback, name, plain("Roll back…")).
+				WithStyle(slack.StyleDanger).
+				WithConfirm(confirmDialog("Roll back "+name+"?",
+					"A form asks for the reason and shows what rolling back means. Submitting it moves "+name+" back to proxied at once.",
+					"Continue")))
+		case commands.ActionDecommission:
+			buttons = append(buttons, slack.NewButtonBlockElement(ActionIDDecommission, name, plain("Decommission…")).
+				WithStyle(slack.StyleDanger).
+				WithConfirm(confirmDialog("Decommission "+name+"?",
+					"This issues the confirmation phrase (valid 10 minutes, for you only) and asks you to type it. Decommissioning is final: the source stops being the fallback and rollback becomes impossible.",
+					"Continue")))
+		}
+	}
+	if len(buttons) == 0 {
+		return nil
+	}
+	return slack.NewActionBlock(ActionsBlockID, buttons...)
+}
+
+// confirmDialog is a Block Kit confirm object within Slack's limits (title 100, text 300,
+// buttons 30 characters).
+func confirmDialog(title, text, confirm string) *slack.ConfirmationBlockObject {
+	return slack.NewConfirmationBlockObject(plain(clipRunes(title, 100)), plain(clipRunes(text, 300)),
+		plain(clipRunes(confirm, 30)), plain("Cancel")).WithStyle(slack.StyleDanger)
+}
+
+func plain(s string) *slack.TextBlockObject {
+	return slack.NewTextBlockObject(slack.PlainTextType, s, false, false)
 }
 
 // checkLine renders one check result line for the text fallback ("FAIL relay: detail") and for

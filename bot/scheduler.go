@@ -55,6 +55,9 @@ type SchedulerConfig struct {
 	// Retries are the waits before another attempt after a failed post (the claim is released
 	// in between); nil means 10s, 1m, 5m.
 	Retries []time.Duration
+	// Metrics counts the reports posted; nil: those of the Poster when it has any
+	// (*SlackPoster.Metrics), else not counted.
+	Metrics *Metrics
 }
 
 // DefaultCatchUp is how far back a starting scheduler posts an occurrence nobody posted.
@@ -86,6 +89,9 @@ func NewScheduler(cfg SchedulerConfig) (*Scheduler, error) {
 	}
 	if s.cfg.Owner == "" {
 		s.cfg.Owner = "migrationbot"
+	}
+	if sp, ok := cfg.Poster.(*SlackPoster); ok && s.cfg.Metrics == nil {
+		s.cfg.Metrics = sp.Metrics
 	}
 	if s.cfg.CatchUp == 0 {
 		s.cfg.CatchUp = DefaultCatchUp
@@ -253,6 +259,7 @@ func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *schedul
 		return true
 	}
 	log.Info("report posted", "channel", channel, "ts", ts, "closing", rep.Closing)
+	s.cfg.Metrics.ReportPosted(rep)
 	if l != nil {
 		if err := l.ReportPosted(ctx, e.Name, occ, ts); err != nil {
 			log.Warn("recording the posted report failed", "ts", ts, "err", err)

@@ -29,6 +29,7 @@ type SlackPoster struct {
 	API          *slack.Client
 	Interval     time.Duration // default DefaultPostInterval
 	MaxRetryWait time.Duration // default DefaultMaxRetryWait
+	Metrics      *Metrics      // counts failed calls and 429s; nil: not counted
 
 	mu   sync.Mutex
 	next map[string]time.Time // channel -> earliest time of its next post
@@ -60,6 +61,7 @@ func (p *SlackPoster) PostMessage(ctx context.Context, channel string, msg Messa
 		if err == nil {
 			return ts, nil
 		}
+		p.Metrics.SlackError("chat.postMessage", err)
 		var rle *slack.RateLimitedError
 		if errors.As(err, &rle) {
 			// A 429 was not posted: waiting and sending again is safe.
@@ -81,6 +83,17 @@ func (p *SlackPoster) PostMessage(ctx context.Context, channel string, msg Messa
 		}
 		return "", fmt.Errorf("post to %s: %w", channel, err)
 	}
+}
+
+// OpenView opens a modal with views.open (through the same API client and URL as the posts).
+// triggerID is valid for 3 seconds after the interaction that carried it.
+func (p *SlackPoster) OpenView(ctx context.Context, triggerID string, view slack.ModalViewRequest) error {
+	_, err := p.API.OpenViewContext(ctx, triggerID, view)
+	if err != nil {
+		p.Metrics.SlackError("views.open", err)
+		return fmt.Errorf("views.open: %w", err)
+	}
+	return nil
 }
 
 // pace waits for channel's next free slot and takes it.
@@ -160,18 +173,28 @@ func toBlocks(v any) ([]slack.Block, error) {
 // ResponseURLPoster answers a slash command through its response_url (usable 5 times within
 // 30 minutes of the command).
 type ResponseURLPoster struct {
-	HTTP *http.Client // default: a client with a 10-second timeout
+	HTTP    *http.Client // default: a client with a 10-second timeout
+	Metrics *Metrics     // counts failed posts; nil: not counted
 }
 
 var defaultHTTP = &http.Client{Timeout: 10 * time.Second}
 
 // Respond posts msg to responseURL, ephemeral unless inChannel.
 func (p *ResponseURLPoster) Respond(ctx context.Context, responseURL string, msg Message, inChannel bool) error {
+	return p.send(ctx, responseURL, msg, inChannel, false)
+}
+
+// Replace replaces the message an interaction came from (replace_original) with msg.
+func (p *ResponseURLPoster) Replace(ctx context.Context, responseURL string, msg Message) error {
+	return p.send(ctx, responseURL, msg, false, true)
+}
+
+func (p *ResponseURLPoster) send(ctx context.Context, responseURL string, msg Message, inChannel, replace bool) error {
 	blocks, err := toBlocks(msg.Blocks)
 	if err != nil {
 		return err
 	}
-	wm := &slack.WebhookMessage{Text: msg.Text, ResponseType: slack.ResponseTypeEphemeral}
+	wm := &slack.WebhookMessage{Text: msg.Text, ResponseType: slack.ResponseTypeEphemeral, ReplaceOriginal: replace}
 	if inChannel {
 		wm.ResponseType = slack.ResponseTypeInChannel
 	}
@@ -183,6 +206,7 @@ func (p *ResponseURLPoster) Respond(ctx context.Context, responseURL string, msg
 		hc = defaultHTTP
 	}
 	if err := slack.PostWebhookCustomHTTPContext(ctx, responseURL, hc, wm); err != nil {
+		p.Metrics.SlackError("response_url", err)
 		return fmt.Errorf("response_url: %w", err)
 	}
 	return nil
@@ -199,6 +223,7 @@ const (
 // member). It implements commands.GroupResolver.
 type GroupCache struct {
 	API     *slack.Client
+	Metrics *Metrics         // counts failed lookups; nil: not counted
 	TTL     time.Duration    // default DefaultGroupTTL
 	Timeout time.Duration    // per lookup, default DefaultGroupTimeout
 	Now     func() time.Time // default time.Now
@@ -229,6 +254,7 @@ func (g *GroupCache) GroupMembers(ctx context.Context, group string) ([]string, 
 	defer cancel()
 	members, err := g.API.GetUserGroupMembersContext(ctx, group)
 	if err != nil {
+		g.Metrics.SlackError("usergroups.users.list", err)
 		return nil, fmt.Errorf("usergroups.users.list %s: %w", group, err)
 	}
 	ttl := g.TTL

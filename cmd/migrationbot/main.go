@@ -46,12 +46,18 @@ const usage = `usage: migrationbot <command> [flags]
 
 commands:
   shell [--config FILE] [--as USER]   answer /migration commands typed or piped on stdin
-  serve [--config FILE] [--addr ADDR] answer Slack over HTTP (POST /slack/commands, GET /healthz, GET /readyz)
+  serve [--config FILE] [--addr ADDR] answer Slack over HTTP (POST /slack/commands, POST /slack/interactions,
+                                      GET /healthz, GET /readyz, GET /metrics) and, with SLACK_APP_TOKEN, Socket Mode
   help                                this text
 
 environment:
-  MIGRATIONBOT_CONFIG  the TOML configuration (or --config)
-  REDIS_URL            redis://, rediss://, cluster or sentinel URL; unset: embedded in-memory Redis`
+  MIGRATIONBOT_CONFIG   the TOML configuration (or --config)
+  MIGRATIONBOT_ADDR     serve's listen address (or --addr), default :3000
+  REDIS_URL             redis://, rediss://, cluster or sentinel URL; unset: embedded in-memory Redis
+  SLACK_SIGNING_SECRET  serve: verifies every request from Slack
+  SLACK_BOT_TOKEN       serve: posts announcements and reports, reads user groups
+  SLACK_APP_TOKEN       serve, optional: app-level token (xapp-...) for Socket Mode
+  SLACK_API_URL         serve, optional: the Slack Web API base (tests, gateways)`
 
 // run is the whole program, testable: args without the program name.
 func run(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, stdout, stderr io.Writer) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/slack-go/slack"
 
 	"github.com/migrationbot/migrationbot/bot"
@@ -18,7 +20,9 @@ import (
 
 const defaultAddr = ":3000"
 
-// runServe answers Slack over HTTP until ctx is done.
+// runServe answers Slack over HTTP (and over Socket Mode when SLACK_APP_TOKEN is set) until ctx
+// is done, then shuts down gracefully: HTTP drained, commands' background work finished, Socket
+// Mode closed, the report scheduler stopped after the report being posted.
 func runServe(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -38,7 +42,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if token == "" {
 		return usageError{"serve: SLACK_BOT_TOKEN is not set: the bot token (xoxb-...) posts announcements and reads user groups"}
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	appToken := getenv("SLACK_APP_TOKEN")
+	if appToken != "" && !strings.HasPrefix(appToken, "xapp-") {
+		return usageError{"serve: SLACK_APP_TOKEN is not an app-level token (xapp-...): Socket Mode needs one with the connections:write scope"}
+	}
+	// JSON lines on stderr; a command's lines carry its request id. Never a secret: the tokens and
+	// the signing secret are only handed to the clients that use them.
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	// Bind first: a taken port is a startup error, before anything else is opened.
 	ln, err := net.Listen("tcp", *addr)
@@ -47,11 +57,13 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer ln.Close()
 
+	metrics := bot.NewMetrics()
 	a, err := newApp(ctx, *configPath, getenv, stderr, log)
 	if err != nil {
 		return err
 	}
 	defer a.close()
+	a.rdb.AddHook(redisErrorHook{metrics})
 
 	opts := []slack.Option{slack.OptionHTTPClient(&http.Client{Timeout: 15 * time.Second})}
 	if u := getenv("SLACK_API_URL"); u != "" {
@@ -60,29 +72,107 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		}
 		opts = append(opts, slack.OptionAPIURL(u))
 	}
+	if appToken != "" {
+		opts = append(opts, slack.OptionAppLevelToken(appToken))
+	}
 	api := slack.New(token, opts...)
-	a.handler.Groups = &bot.GroupCache{API: api}
-	// One poster for announcements and reports: its per-channel pacing covers both.
+	a.handler.Groups = &bot.GroupCache{API: api, Metrics: metrics}
+
+	// Everything below stops when ctx is done, or when Socket Mode fails for good.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	// One poster for announcements, reports and views.open: its per-channel pacing covers both
+	// kinds of posts, and it counts Slack errors (and the reports posted) in metrics.
 	poster := bot.NewSlackPoster(api)
+	poster.Metrics = metrics
 	stopReports, err := startScheduler(ctx, a, poster)
 	if err != nil {
 		return err
 	}
-	defer stopReports()
+	defer stopReports() // after the HTTP server drained: waits for a report being posted
 
 	srv := &bot.Server{
 		Commands:      a.handler,
 		SigningSecret: secret,
 		Poster:        poster,
-		Responder:     &bot.ResponseURLPoster{},
+		Views:         poster,
+		Responder:     &bot.ResponseURLPoster{Metrics: metrics},
 		Ready:         a.store.Ping,
+		Metrics:       metrics,
 		Log:           log,
 	}
-	log.Info("listening", "addr", ln.Addr().String())
+
+	var smErr error
+	smDone := make(chan struct{})
+	if appToken != "" {
+		sm := bot.NewSocketMode(api, srv, log)
+		go func() {
+			defer close(smDone)
+			if err := sm.Run(ctx); err != nil {
+				log.Error("socket mode failed; stopping", "err", err)
+				smErr = err
+				cancel()
+			}
+		}()
+		log.Info("socket mode enabled: slash commands and interactions also arrive over a WebSocket")
+	} else {
+		close(smDone)
+	}
+
+	log.Info("listening", "addr", ln.Addr().String(), "socket_mode", appToken != "")
 	fmt.Fprintf(stdout, "listening on %s\n", ln.Addr())
-	err = srv.Serve(ctx, ln)
+	err = srv.Serve(ctx, ln) // returns once HTTP is drained and the commands' background work is done
+	cancel()
+	<-smDone
 	log.Info("stopped")
+	if err == nil && smErr != nil {
+		err = fmt.Errorf("serve: %w", smErr)
+	}
 	return err
+}
+
+// redisErrorHook counts failed Redis commands. A missing key (redis.Nil), a WATCH conflict, the
+// NOSCRIPT that makes go-redis send a script's source after its SHA, and the connection set-up
+// commands go-redis tolerates failing (CLIENT SETINFO on Redis before 7.2, HELLO) are answers,
+// not failures.
+type redisErrorHook struct{ m *bot.Metrics }
+
+func (h redisErrorHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h redisErrorHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if redisFailed(cmd, err) {
+			h.m.RedisError()
+		}
+		return err
+	}
+}
+
+func (h redisErrorHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		if err != nil {
+			for _, c := range cmds {
+				if redisFailed(c, c.Err()) {
+					h.m.RedisError()
+				}
+			}
+		}
+		return err
+	}
+}
+
+func redisFailed(cmd redis.Cmder, err error) bool {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, redis.TxFailedErr) || redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return false
+	}
+	switch cmd.Name() {
+	case "client", "hello":
+		return false
+	}
+	return true
 }
 
 func orDefault(s, def string) string {

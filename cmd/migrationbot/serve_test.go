@@ -19,13 +19,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/migrationbot/migrationbot/bot"
 	"github.com/migrationbot/migrationbot/internal/testredis"
 )
 
 const (
-	testSecret = "test-signing-secret-0123456789abcdef"
-	testToken  = "xoxb-test-token-do-not-log"
+	testSecret   = "test-signing-secret-0123456789abcdef"
+	testToken    = "xoxb-test-token-do-not-log"
+	testAppToken = "xapp-test-app-token-do-not-log"
 )
 
 // fakeSlack stands in for the Slack Web API (chat.postMessage, usergroups.users.list) and for
@@ -37,6 +40,8 @@ type fakeSlack struct {
 	responses []responsePost // response_url posts
 	groups    map[string][]string
 	nextURL   int
+	views     []string             // views.open bodies
+	conns     chan *websocket.Conn // Socket Mode connections the bot opened
 }
 
 type responsePost struct {
@@ -47,8 +52,32 @@ type responsePost struct {
 }
 
 func newFakeSlack(t *testing.T) *fakeSlack {
-	f := &fakeSlack{groups: map[string][]string{"S0ONCALL": {"U0OPS"}}}
+	f := &fakeSlack{groups: map[string][]string{"S0ONCALL": {"U0OPS"}}, conns: make(chan *websocket.Conn, 4)}
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/views.open", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		f.mu.Lock()
+		f.views = append(f.views, string(b))
+		f.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok":true,"view":{"id":"V1"}}`)
+	})
+	mux.HandleFunc("POST /api/apps.connections.open", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") != "Bearer "+testAppToken {
+			io.WriteString(w, `{"ok":false,"error":"invalid_auth"}`)
+			return
+		}
+		fmt.Fprintf(w, `{"ok":true,"url":"ws://%s/ws/?ticket=abc"}`, r.Host)
+	})
+	upgrader := websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
+	mux.HandleFunc("GET /ws/", func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		f.conns <- c
+	})
 	mux.HandleFunc("POST /api/chat.postMessage", func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
 			http.Error(w, err.Error(), 400)
@@ -211,7 +240,7 @@ func startServe(t *testing.T, f *fakeSlack, config string, env map[string]string
 			t.Errorf("serve did not stop within 15s of cancel")
 		}
 		logs := stderr.String()
-		for _, secret := range []string{testSecret, testToken} {
+		for _, secret := range []string{testSecret, testToken, testAppToken} {
 			if strings.Contains(logs, secret) {
 				t.Errorf("a secret appears in the logs:\n%s", logs)
 			}
@@ -569,6 +598,13 @@ func TestServeHangingRedis(t *testing.T) {
 	if n := len(f.postsSnapshot()); n != 0 {
 		t.Errorf("chat.postMessage calls: %d, want 0", n)
 	}
+	// The failures show in /metrics: Redis errors counted by the hook, commands as errors.
+	_, metrics := s.get(t, "/metrics")
+	m := regexp.MustCompile(`(?m)^migrationbot_redis_errors_total (\d+)$`).FindStringSubmatch(metrics)
+	if m == nil || m[1] == "0" {
+		t.Errorf("migrationbot_redis_errors_total: %v, want > 0", m)
+	}
+	mustContain(t, "metrics", metrics, `migrationbot_commands_total{command="status",result="error"} 1`)
 }
 
 func TestServeStartupErrors(t *testing.T) {
@@ -616,4 +652,159 @@ func TestServeStartupErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// interaction sends a signed interaction payload to /slack/interactions and returns the status
+// and the body.
+func (s *served) interaction(t *testing.T, payload any) (int, string) {
+	t.Helper()
+	raw, _ := json.Marshal(payload)
+	body := url.Values{"payload": {string(raw)}}.Encode()
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	req, _ := http.NewRequest(http.MethodPost, s.base+"/slack/interactions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Slack-Request-Timestamp", ts)
+	req.Header.Set("X-Slack-Signature", bot.Sign(testSecret, ts, []byte(body)))
+	resp, err := s.client.Do(req)
+	if err != nil {
+		t.Fatalf("POST /slack/interactions: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// socketEnvelope sends one request envelope over the bot's Socket Mode connection and returns
+// the payload of its acknowledgement.
+func socketEnvelope(t *testing.T, c *websocket.Conn, id, typ string, payload any) json.RawMessage {
+	t.Helper()
+	if err := c.WriteJSON(map[string]any{"envelope_id": id, "type": typ, "accepts_response_payload": true, "payload": payload}); err != nil {
+		t.Fatalf("send %s: %v", id, err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		var ack struct {
+			EnvelopeID string          `json:"envelope_id"`
+			Payload    json.RawMessage `json:"payload"`
+		}
+		if err := c.ReadJSON(&ack); err != nil {
+			t.Fatalf("ack of %s: %v", id, err)
+		}
+		if ack.EnvelopeID == id {
+			return ack.Payload
+		}
+	}
+}
+
+// TestServeOperations runs serve with every secret set and Socket Mode on: slash commands over
+// HTTP and over the WebSocket, a button over /slack/interactions, then /metrics shows the
+// counters moved, and every log line is JSON, carries the request id where a command is
+// logged, and shows no secret (checked again at cleanup, after a clean stop).
+func TestServeOperations(t *testing.T) {
+	_, prefix := testredis.Real(t)
+	f := newFakeSlack(t)
+	s := startServe(t, f, flowConfig(prefix), map[string]string{"REDIS_URL": testredis.URL(), "SLACK_APP_TOKEN": testAppToken})
+
+	var c *websocket.Conn
+	select {
+	case c = <-f.conns:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not open a Socket Mode connection")
+	}
+	if err := c.WriteJSON(map[string]any{"type": "hello"}); err != nil {
+		t.Fatal(err)
+	}
+
+	a := s.command(t, "U0ADMIN", "C0OPS", "init alpha")
+	s.final(t, a)
+	a = s.command(t, "U0VIEW", "C0OPS", "status alpha")
+	_, text := s.final(t, a)
+	mustContain(t, "status over HTTP", text, "alpha: phase proxied")
+
+	// The same command over Socket Mode: the ack carries the answer, with the buttons.
+	ack := socketEnvelope(t, c, "env-1", "slash_commands", map[string]any{
+		"user_id": "U0VIEW", "channel_id": "C0OPS", "command": "/migration", "text": "status alpha",
+		"response_url": f.responseURL(), "trigger_id": "1.2",
+	})
+	mustContain(t, "socket mode ack", string(ack), `"response_type":"ephemeral"`, "alpha: phase proxied", "migrationbot_check")
+
+	// "Run checks" over HTTP interactivity: acknowledged empty, answered through response_url.
+	ru := f.responseURL()
+	code, body := s.interaction(t, map[string]any{
+		"type": "block_actions", "user": map[string]any{"id": "U0VIEW"}, "channel": map[string]any{"id": "C0OPS"},
+		"trigger_id": "t1", "response_url": ru, "container": map[string]any{"type": "message", "is_ephemeral": true},
+		"actions": []any{map[string]any{"type": "button", "action_id": bot.ActionIDCheck, "block_id": bot.ActionsBlockID, "value": "alpha"}},
+	})
+	if code != 200 || body != "" {
+		t.Errorf("button ack: %d %q, want 200 and an empty body", code, body)
+	}
+	waitFor(t, 10*time.Second, "the check results through response_url", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, p := range f.responses {
+			if strings.HasSuffix(ru, p.Path) && strings.Contains(p.Text, "alpha: checks in phase proxied") {
+				return true
+			}
+		}
+		return false
+	})
+
+	code, metrics := s.get(t, "/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d", code)
+	}
+	for _, want := range []string{
+		`migrationbot_commands_total{command="init",result="ok"} 1`,
+		`migrationbot_commands_total{command="status",result="ok"} 2`,
+		`migrationbot_commands_total{command="check",result="ok"} 1`,
+		`migrationbot_command_duration_seconds_count{command="status"} 2`,
+		`migrationbot_transitions_total{event="init"} 1`,
+		`migrationbot_interactions_total{kind="check"} 1`,
+		`migrationbot_redis_errors_total 0`,
+	} {
+		mustContain(t, "metrics", metrics, want)
+	}
+
+	// JSON logs with request ids.
+	requests := 0
+	for _, line := range strings.Split(strings.TrimSpace(s.logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("log line is not JSON: %q", line)
+			continue
+		}
+		if rec["msg"] == "command answered" {
+			requests++
+			if id, _ := rec["request"].(string); len(id) != 16 {
+				t.Errorf("command log line without a request id: %q", line)
+			}
+		}
+	}
+	if requests < 4 {
+		t.Errorf("%d command log lines, want at least 4:\n%s", requests, s.logs.String())
+	}
+}
+
+// TestServeRejectsBotTokenAsAppToken: SLACK_APP_TOKEN must be an app-level token; a bot token
+// there is a startup error that does not echo it.
+func TestServeRejectsBotTokenAsAppToken(t *testing.T) {
+	vars := map[string]string{"SLACK_SIGNING_SECRET": testSecret, "SLACK_BOT_TOKEN": testToken, "SLACK_APP_TOKEN": testToken,
+		"MIGRATIONBOT_CONFIG": "unused.toml", "MIGRATIONBOT_ADDR": "127.0.0.1:0"}
+	var out, errs syncBuffer
+	err := run(context.Background(), []string{"serve"}, func(k string) string { return vars[k] }, strings.NewReader(""), &out, &errs)
+	if err == nil || !strings.Contains(err.Error(), "SLACK_APP_TOKEN is not an app-level token") || strings.Contains(err.Error(), testToken) {
+		t.Errorf("run serve: %v, want the app-token error without the token", err)
+	}
+}
+
+// TestSlackAppManifest: the manifest points Slack at the routes serve answers, with the scopes
+// the bot uses, and Socket Mode off by default.
+func TestSlackAppManifest(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/slack-app-manifest.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, "manifest", string(b), "command: /migration", "/slack/commands", "request_url: https://bot.example.org/slack/interactions",
+		"- commands", "- chat:write", "- usergroups:read", "socket_mode_enabled: false", "SLACK_APP_TOKEN", "connections:write")
 }
