@@ -17,11 +17,20 @@ run: build ## the shell on the example config with the embedded Redis (pipe comm
 test: ## run every test (needs Redis on 127.0.0.1:6379 or REDIS_TEST_URL; .ci/run starts one)
 	$(GO) test -race -count=1 ./...
 
-bench: ## run the benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+BENCH_N ?= 4000
+BENCH_C ?= 8
+FUZZTIME ?= 5s
+FUZZ_TARGETS := FuzzParse:./commands/ FuzzVerify:./bot/ FuzzLoadConfig:./cmd/migrationbot/
 
-fuzz: ## run each fuzz target for a few seconds
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 5s ./commands/
+bench: build ## Go benchmarks, then the load generator (bin/migrationbot vs a floor server, real redis-server)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 500ms ./...
+	$(GO) run ./bench/loadgen -bin $(BIN) -n $(BENCH_N) -c $(BENCH_C)
+
+fuzz: ## run each fuzz target for FUZZTIME (default 5s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t%%:*} ($${t#*:})"; \
+		$(GO) test -run '^$$' -fuzz "^$${t%%:*}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $${t#*:}; \
+	done
 
 vet: ## go vet and gofmt
 	$(GO) vet ./...

@@ -26,7 +26,6 @@ var statusEmoji = map[string]string{
 }
 
 // checkLineRE matches a check result line in a response's text: "  FAIL dns: detail".
-var checkLineRE = regexp.MustCompile(`^(\s*)(PASS|WARN|FAIL|SKIP) ([a-z][a-z0-9_-]*)(:? ?)(.*)$`)
 
 // Render turns a command's answer into a Slack message: the plain-text fallback Text (always
 // set; check results keep their PASS/WARN/FAIL/SKIP words) and Blocks, mrkdwn sections of at
@@ -111,17 +110,41 @@ func plain(s string) *slack.TextBlockObject {
 // Block Kit (an emoji and the check id in bold); other lines are left as they are (they may
 // carry Slack mentions on purpose).
 func checkLine(l string) (plain, rich string) {
-	m := checkLineRE.FindStringSubmatch(l)
-	if m == nil {
+	indent, word, id, sep, detail, ok := splitCheckLine(l)
+	if !ok {
 		l = escapePlaceholders(l)
 		return l, l
 	}
-	indent, word, id, sep, detail := m[1], m[2], m[3], m[4], m[5]
 	tail := ""
 	if sep != "" || detail != "" {
 		tail = strings.TrimRight(strings.TrimRight(sep, " ")+" "+escapeMrkdwn(detail), " ")
 	}
 	return indent + word + " " + id + tail, indent + statusEmoji[word] + " *" + id + "*" + tail
+}
+
+// splitCheckLine splits "<indent>WORD id: detail" (WORD one of PASS, WARN, FAIL, SKIP; id
+// lowercase letters, digits, '-' and '_', starting with a letter; the colon and the space after
+// the id optional) without a regexp: it runs on every line of every answer.
+func splitCheckLine(l string) (indent, word, id, sep, detail string, ok bool) {
+	rest := strings.TrimLeft(l, " \t\r\n\f")
+	indent = l[:len(l)-len(rest)]
+	if len(rest) < 6 || strings.IndexByte(rest, '\n') >= 0 || rest[4] != ' ' || statusEmoji[rest[:4]] == "" || rest[5] < 'a' || rest[5] > 'z' {
+		return "", "", "", "", "", false
+	}
+	word, rest = rest[:4], rest[5:]
+	n := 0
+	for n < len(rest) && (rest[n] >= 'a' && rest[n] <= 'z' || rest[n] >= '0' && rest[n] <= '9' || rest[n] == '-' || rest[n] == '_') {
+		n++
+	}
+	id, rest = rest[:n], rest[n:]
+	s := 0
+	if s < len(rest) && rest[s] == ':' {
+		s++
+	}
+	if s < len(rest) && rest[s] == ' ' {
+		s++
+	}
+	return indent, word, id, rest[:s], rest[s:], true
 }
 
 // angleRE matches a <...> token of a line.
@@ -131,6 +154,9 @@ var angleRE = regexp.MustCompile(`<[^<>]*>`)
 // groups <!subteam^S..>, channels <#C..>, links <https://..>), such as the "<reason>" of a
 // usage line, which Slack would otherwise swallow.
 func escapePlaceholders(l string) string {
+	if !strings.Contains(l, "<") {
+		return l
+	}
 	return angleRE.ReplaceAllStringFunc(l, func(tok string) string {
 		inner := tok[1 : len(tok)-1]
 		for _, p := range []string{"@", "#", "!", "http://", "https://", "mailto:"} {
@@ -145,8 +171,10 @@ func escapePlaceholders(l string) string {
 // escapeMrkdwn escapes the three characters Slack's mrkdwn reserves; check details come from
 // remote servers (greetings, certificates) and must not turn into mentions or links.
 func escapeMrkdwn(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;").Replace(s)
+	return mrkdwnEscaper.Replace(s)
 }
+
+var mrkdwnEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 
 // splitText cuts s into pieces of at most n runes, at line breaks where it can.
 func splitText(s string, n int) []string {

@@ -340,15 +340,9 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 		}
 		force, reason = true, r
 	}
-	sctx, cancel := h.storeCtx(ctx)
-	rec, err := h.Store.Get(sctx, c.m.Name)
-	cancel()
-	if err != nil {
-		return Response{}, err
-	}
-	if _, err := state.Next(rec.Phase, state.EventCutover); err != nil {
-		return refusal(c.m.Name, rec, err.Error()), nil
-	}
+	// The gate is read-only and quick (the mapping table), so it runs first and the transition
+	// is one round trip that checks the phase; a repeated cutover learns "already in cutover"
+	// from the script's reply.
 	gate := h.probe(ctx, c, state.Proxied, checks.Gate...)
 	var failing []checks.Result
 	for _, r := range gate {
@@ -357,6 +351,16 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 		}
 	}
 	if len(failing) > 0 && !force {
+		// Refuse for the phase first if the gate is moot: no state, or not in proxied.
+		sctx, cancel := h.storeCtx(ctx)
+		rec, err := h.Store.Get(sctx, c.m.Name)
+		cancel()
+		if err != nil {
+			return Response{}, err
+		}
+		if _, err := state.Next(rec.Phase, state.EventCutover); err != nil {
+			return refusal(c.m.Name, rec, err.Error()), nil
+		}
 		h.saveChecks(ctx, c, gate)
 		var b strings.Builder
 		fmt.Fprintf(&b, "%s: cutover refused, the source-empty gate failed; nothing changed.", c.m.Name)
@@ -373,12 +377,11 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 		reason = "source-empty gate passed"
 	}
 	now := h.now()
-	sctx, cancel = h.storeCtx(ctx)
+	sctx, cancel := h.storeCtx(ctx)
 	defer cancel()
 	// The gate's results are stored with the transition, in its one round trip.
 	next, _, err := h.Store.ApplyWithChecks(sctx, c.m.Name, state.Change{
-		From:    state.Proxied,
-		Version: rec.Version,
+		From: state.Proxied,
 		Next: state.Record{Phase: state.Cutover, Since: now, By: c.req.UserID, Reason: reason,
 			RequestID: c.req.RequestID, CutoverAt: now, ConfidenceDays: c.m.ConfidenceDays},
 		Audit: state.Entry{At: now, By: c.req.UserID, Event: event, Reason: reason, RequestID: c.req.RequestID},
