@@ -61,6 +61,7 @@ type Result struct {
 	Observed map[string]string // what the check saw: addresses, counts, greeting, expiry, ttl...
 	At       time.Time         // when the check started
 	Took     time.Duration
+	Phase    string // the phase the check judged against (Target.Phase, "proxied" when empty)
 }
 
 // Line is the result as one line of plain text: "FAIL dns: <detail>".
@@ -205,6 +206,10 @@ func (r *Runner) Run(ctx context.Context, t Target, cfg Config, ids ...string) [
 			}
 		}
 		res.ID = id
+		res.Phase = t.Phase
+		if res.Phase == "" {
+			res.Phase = PhaseProxied
+		}
 		if res.At.IsZero() {
 			res.At = start
 		}

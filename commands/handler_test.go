@@ -541,3 +541,48 @@ func TestRoundTrips(t *testing.T) {
 		}
 	})
 }
+
+// TestStaleChecksAndRunbook: results judged against another phase are not shown as current, and
+// the rollback runbook always says to restore the migration config when it may be gone.
+func TestStaleChecksAndRunbook(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "stale")
+	ctx := context.Background()
+	f.ok(t, admin, "init")
+	save := func(rs ...checks.Result) {
+		t.Helper()
+		if err := f.h.Store.SaveChecks(ctx, "example", encodeChecks(rs)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	save(checks.Result{ID: checks.IDDNS, Status: checks.Pass, Detail: "mail.example.org -> 203.0.113.5 (proxy)", At: t0, Phase: "proxied"},
+		checks.Result{ID: checks.IDCleanup, Status: checks.Pass, Detail: "migration config in place", At: t0, Phase: "proxied"})
+	f.ok(t, operator, "cutover")
+	st := f.ok(t, nobody, "status")
+	contains(t, st, "SKIP dns: not checked since the move to cutover (last 0s ago, while proxied)")
+	if strings.Contains(st, "PASS dns") {
+		t.Errorf("a proxied-phase DNS result is shown as current:\n%s", st)
+	}
+	// Cleanup never checked in cutover (only its proxied "in place"): the restore step is there.
+	rb := f.ok(t, operator, "rollback mail bounces")
+	contains(t, rb, "1. If the migration config was already removed (cutover step 4), first restore the migration configuration",
+		"The source's reachability was not checked since the cutover")
+
+	f.ok(t, operator, "cutover")
+	save(checks.Result{ID: checks.IDCleanup, Status: checks.Pass, Detail: "migration config removed", At: t0, Phase: "cutover"},
+		checks.Result{ID: checks.IDSource, Status: checks.Fail, Detail: "source unreachable: rollback has no fallback", At: t0, Phase: "cutover"})
+	rb = f.ok(t, operator, "rollback mail bounces again")
+	contains(t, rb, "1. First, restore the migration configuration", "(The last check saw it removed.)",
+		"WARNING: the source looked unreachable at the last check", "source unreachable: rollback has no fallback")
+}
+
+func TestCutoverGateNotConfigured(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "nogate")
+	f.h.Migrations[0].Checks = checks.Config{}
+	f.ok(t, admin, "init")
+	contains(t, f.ok(t, operator, "cutover"), "SKIP mapping", "WARNING: the source-empty gate is not configured")
+	if ev := f.events(t); ev[0].Reason != "source-empty gate not configured: nothing was checked" {
+		t.Errorf("audit reason: got %q", ev[0].Reason)
+	}
+}

@@ -124,7 +124,9 @@ func (h *Handler) progressReport(ctx context.Context, c *call, rec state.Record,
 			failing++
 		}
 	}
-	if failing == 0 {
+	if !gateRan(results) {
+		b.WriteString("\n" + gateNotConfigured)
+	} else if failing == 0 {
 		fmt.Fprintf(&b, "\nThe gate passes: an operator can move to cutover with /migration cutover %s.", name)
 	} else {
 		b.WriteString("\nThe gate fails: move the remaining accounts before the cutover.")

@@ -78,15 +78,15 @@ func (h *Handler) status(ctx context.Context, c *call) (Response, error) {
 		b.WriteString("\nChecklist:")
 		for _, item := range Checklist {
 			fmt.Fprintf(&b, "\n  %s", item.Label)
-			writeLast(&b, last, item.IDs, c.now, "    ")
+			writeLast(&b, last, item.IDs, rec.Phase, c.now, "    ")
 		}
-		if _, ok := last[checks.IDMapping]; ok {
-			b.WriteString("\nMapping table (the cutover gate):")
-			writeLast(&b, last, checks.Gate, c.now, "  ")
+		if r, ok := last[checks.IDMapping]; ok {
+			// The gate is judged in proxied; its last result is history worth seeing.
+			fmt.Fprintf(&b, "\nMapping table (the cutover gate):\n  %s (%s ago, while %s)", r.Line(), ago(c.now.Sub(r.At)), orText(r.Phase, "proxied"))
 		}
 	case state.Proxied:
 		b.WriteString("\nCutover gate (source empty):")
-		writeLast(&b, last, checks.Gate, c.now, "  ")
+		writeLast(&b, last, checks.Gate, rec.Phase, c.now, "  ")
 	case state.Decommissioned:
 		b.WriteString("\nFinal: the source is decommissioned; there is nothing to roll back to.")
 	}
@@ -152,15 +152,27 @@ func headline(rec state.Record, now time.Time) string {
 	return s
 }
 
-func writeLast(b *strings.Builder, last map[string]checks.Result, ids []string, now time.Time, indent string) {
+// writeLast writes the last result of each check; a result judged against another phase (taken
+// before the last transition) is not shown as current.
+func writeLast(b *strings.Builder, last map[string]checks.Result, ids []string, phase state.Phase, now time.Time, indent string) {
 	for _, id := range ids {
-		r, ok := last[id]
-		if !ok {
+		r, ok := current(last, id, phase)
+		switch {
+		case ok:
+			fmt.Fprintf(b, "\n%s%s (%s ago)", indent, r.Line(), ago(now.Sub(r.At)))
+		case r.ID != "":
+			fmt.Fprintf(b, "\n%s%s %s: not checked since the move to %s (last %s, while %s)", indent, checks.Skip.Word(), id, phase, ago(now.Sub(r.At))+" ago", r.Phase)
+		default:
 			fmt.Fprintf(b, "\n%s%s %s: not checked yet", indent, checks.Skip.Word(), id)
-			continue
 		}
-		fmt.Fprintf(b, "\n%s%s (%s ago)", indent, r.Line(), ago(now.Sub(r.At)))
 	}
+}
+
+// current returns the last result of check id if it was judged against phase; otherwise ok is
+// false and the result (if any) is returned for reference.
+func current(last map[string]checks.Result, id string, phase state.Phase) (checks.Result, bool) {
+	r, ok := last[id]
+	return r, ok && (r.Phase == "" || r.Phase == string(phase))
 }
 
 func writeEvents(b *strings.Builder, events []state.Entry) {
@@ -371,9 +383,12 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 		return Response{Text: b.String(), Failed: true, Checks: gate}, nil
 	}
 	event := string(state.EventCutover)
-	if force {
+	switch {
+	case force:
 		event = "cutover force"
-	} else if reason == "" {
+	case !gateRan(gate):
+		reason = "source-empty gate not configured: nothing was checked"
+	default:
 		reason = "source-empty gate passed"
 	}
 	now := h.now()
@@ -398,8 +413,24 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 	for _, r := range gate {
 		b.WriteString("\n" + r.Line())
 	}
+	if !gateRan(gate) {
+		b.WriteString("\n" + gateNotConfigured)
+	}
 	b.WriteString("\nNext steps:\n" + nextSteps(c.m))
 	return Response{Text: b.String(), Announce: true, Checks: gate}, nil
+}
+
+// gateNotConfigured warns that the cutover gate checked nothing.
+const gateNotConfigured = "WARNING: the source-empty gate is not configured (proxy_config with mapping_file or mapping_redis_url): nothing checked that no account is left on the source."
+
+// gateRan reports whether any gate check actually ran (was configured).
+func gateRan(gate []checks.Result) bool {
+	for _, r := range gate {
+		if r.Status != checks.Skip {
+			return true
+		}
+	}
+	return false
 }
 
 func nextSteps(m *Migration) string {
@@ -454,34 +485,33 @@ func (h *Handler) rollback(ctx context.Context, c *call) (Response, error) {
 }
 
 func rollbackRunbook(m *Migration, last map[string]checks.Result) string {
-	var steps []string
 	host := orText(m.PublicHostname, "the public hostname")
 	restore := fmt.Sprintf("restore the migration configuration on the new server: re-apply the snapshot taken before cleanup (stalwart-cli apply --file before-cleanup.ndjson): the proxy's trusted network, the relay route %q, allowRelaying=true on %s. Without the trusted network the restarted proxy's PROXY headers break every session.",
 		orText(m.Checks.RelayRoute, "source"), orText(strings.Join(m.Domains, ", "), "every domain"))
-	cleanup, seen := last[checks.IDCleanup]
-	switch {
-	case seen && cleanup.Observed["relay_route_present"] == "false":
-		steps = append(steps, "First, "+restore+" (the last check saw the relay route already deleted.)")
-	case seen && cleanup.Status == checks.Fail:
-		steps = append(steps, "If any of it was already removed, first "+restore)
-	case !seen:
-		steps = append(steps, "If the migration config was already removed (cutover step 4), first "+restore)
+	// Only a check made in cutover says anything about the cleanup done since the cutover.
+	var first string
+	if cleanup, ok := current(last, checks.IDCleanup, state.Cutover); ok && cleanup.Status == checks.Pass {
+		first = "First, " + restore + " (The last check saw it removed.)"
+	} else {
+		first = "If the migration config was already removed (cutover step 4), first " + restore
 	}
-	steps = append(steps,
+	steps := []string{
+		first,
 		"Start the proxy: systemctl start proxy; check its admin /healthz answers ok.",
 		fmt.Sprintf("Repoint %s back to the proxy (%s).", host, orText(strings.Join(m.ProxyAddresses, ", "), "the proxy addresses")),
 		"Accounts created since the cutover need mapping entries pointing at the new destination, or the proxy sends them to the source.",
 		fmt.Sprintf("Verify: /migration check %s.", m.Name),
-	)
+	}
 	var b strings.Builder
 	b.WriteString("Rollback runbook:")
 	for i, s := range steps {
 		fmt.Fprintf(&b, "\n%d. %s", i+1, s)
 	}
-	if src, ok := last[checks.IDSource]; ok && src.Status == checks.Fail {
+	switch src, ok := current(last, checks.IDSource, state.Cutover); {
+	case ok && src.Status == checks.Fail:
 		fmt.Fprintf(&b, "\nWARNING: the source looked unreachable at the last check (%s ago): %s", ago(time.Since(src.At)), src.Detail)
-	} else if !ok {
-		b.WriteString("\nThe source's reachability was never checked: confirm it answers before repointing.")
+	case !ok || src.Status == checks.Skip:
+		b.WriteString("\nThe source's reachability was not checked since the cutover: confirm it answers before repointing.")
 	}
 	return b.String()
 }
@@ -591,6 +621,7 @@ func (h *Handler) extend(ctx context.Context, c *call) (Response, error) {
 	now := h.now()
 	next := rec
 	next.ConfidenceDays = total
+	next.RequestID = c.req.RequestID
 	next, err = h.Store.Apply(sctx, c.m.Name, state.Change{
 		From: state.Cutover, Version: rec.Version, Next: next,
 		Audit: state.Entry{At: now, By: c.req.UserID, Event: fmt.Sprintf("extend %+d", days), Reason: reason, RequestID: c.req.RequestID},

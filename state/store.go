@@ -170,34 +170,45 @@ func (s *Store) SaveChecks(ctx context.Context, name string, results map[string]
 
 // transitionScript applies a Change atomically.
 //
-// KEYS[1] state hash, KEYS[2] audit stream, KEYS[3] check results hash
+// KEYS[1] state hash, KEYS[2] audit stream, KEYS[3] check results hash, KEYS[4] decommission
+// challenge (dropped when the phase changes: a phrase issued in cutover means nothing after a
+// rollback)
 // ARGV[1] expected phase ("" = the record must not exist), ARGV[2] expected version ("0" = any),
 // ARGV[3] audit cap, ARGV[4] n = number of record field/value pairs, ARGV[5] a = number of audit
-// field/value pairs, then the new record's n pairs, the audit entry's a pairs, and the rest:
-// check results (id/JSON pairs) to store with the change.
+// field/value pairs, ARGV[6] the request id, then the new record's n pairs, the audit entry's a
+// pairs, and the rest: check results (id/JSON pairs) to store with the change.
 // Returns {"ok", {record...}, {checks...}} with the new record and every stored check result,
 // {"conflict", {record...}, {}} with the current record, or {"notfound", {}, {}}. The record
-// gets version = old version + 1 and replaces the old one whole.
+// gets version = old version + 1 and replaces the old one whole. Running the script again for
+// the same request (a client retry after a lost reply) returns "ok" and changes nothing.
 var transitionScript = redis.NewScript(`
 local cur = redis.call('HGETALL', KEYS[1])
 local version = 0
+local n, a = tonumber(ARGV[4]), tonumber(ARGV[5])
+local first, audit, checks = 7, 7 + 2 * n, 7 + 2 * n + 2 * a
+local newPhase = ''
+for i = first, audit - 1, 2 do
+  if ARGV[i] == 'phase' then newPhase = ARGV[i + 1] end
+end
 if #cur == 0 then
   if ARGV[1] ~= '' then return {'notfound', {}, {}} end
 else
   local rec = {}
   for i = 1, #cur, 2 do rec[cur[i]] = cur[i + 1] end
+  if ARGV[6] ~= '' and rec['request_id'] == ARGV[6] and rec['phase'] == newPhase then
+    return {'ok', cur, redis.call('HGETALL', KEYS[3])}
+  end
   if ARGV[1] == '' or rec['phase'] ~= ARGV[1] or (ARGV[2] ~= '0' and rec['version'] ~= ARGV[2]) then
     return {'conflict', cur, {}}
   end
   version = tonumber(rec['version']) or 0
 end
 version = version + 1
-local n, a = tonumber(ARGV[4]), tonumber(ARGV[5])
-local first, audit, checks = 6, 6 + 2 * n, 6 + 2 * n + 2 * a
 local fields = {'version', tostring(version)}
 for i = first, audit - 1 do fields[#fields + 1] = ARGV[i] end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], unpack(fields))
+if newPhase ~= ARGV[1] then redis.call('DEL', KEYS[4]) end
 local xadd = {'XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'version', tostring(version)}
 for i = audit, checks - 1 do xadd[#xadd + 1] = ARGV[i] end
 redis.call(unpack(xadd))
@@ -226,13 +237,13 @@ func (s *Store) ApplyWithChecks(ctx context.Context, name string, c Change, chec
 		c.Audit.Result = "ok"
 	}
 	rf, af := recordFields(c.Next), entryFields(c.Audit)
-	args := []any{string(c.From), c.Version, s.auditCap, len(rf) / 2, len(af) / 2}
+	args := []any{string(c.From), c.Version, s.auditCap, len(rf) / 2, len(af) / 2, c.Next.RequestID}
 	args = append(args, rf...)
 	args = append(args, af...)
 	for id, js := range checks {
 		args = append(args, id, js)
 	}
-	keys := []string{s.keys.state(name), s.keys.audit(name), s.keys.checks(name)}
+	keys := []string{s.keys.state(name), s.keys.audit(name), s.keys.checks(name), s.keys.challenge(name)}
 	res, err := transitionScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Record{}, nil, wrap(fmt.Sprintf("apply %s to %s", c.Audit.Event, name), err)
@@ -332,7 +343,8 @@ func (e *RefusedError) Error() string { return "decommission refused: " + e.Why 
 // ARGV[1] user, ARGV[2] phrase, ARGV[3] now (unix ms), ARGV[4] audit cap,
 // ARGV[5] n = number of record field/value pairs, ARGV[6..5+2n] the fields to set on success,
 // the rest the audit entry's field/value pairs (without from, to, result).
-// Returns {"ok", record...}, {"refused", why, owner, record...} or {"notfound"}.
+// Returns {"ok", record...}, {"refused", why, owner, record...} or {"notfound"}. Running it again
+// for the request that decommissioned (a client retry after a lost reply) returns "ok".
 var confirmScript = redis.NewScript(`
 local cur = redis.call('HGETALL', KEYS[1])
 if #cur == 0 then return {'notfound'} end
@@ -340,6 +352,14 @@ local rec = {}
 for i = 1, #cur, 2 do rec[cur[i]] = cur[i + 1] end
 local now = tonumber(ARGV[3])
 local n = tonumber(ARGV[5])
+local reqid = ''
+for i = 6, 5 + 2 * n, 2 do
+  if ARGV[i] == 'request_id' then reqid = ARGV[i + 1] end
+end
+if reqid ~= '' and rec['phase'] == 'decommissioned' and rec['request_id'] == reqid then
+  table.insert(cur, 1, 'ok')
+  return cur
+end
 local why = nil
 local owner = ''
 if rec['phase'] ~= 'cutover' then

@@ -369,3 +369,90 @@ func TestStoreApplyWithChecks(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreRetriedScripts: a client that runs a script again after losing its reply (go-redis
+// retries on a broken connection) gets "ok" for its own request, and nothing happens twice.
+func TestStoreRetriedScripts(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		in := initChange("U1", t0)
+		in.Next.RequestID = "req-init"
+		for range 2 {
+			if _, err := s.Apply(ctx, "m1", in); err != nil {
+				t.Fatalf("init, run again: %v", err)
+			}
+		}
+		co := cutoverChange(0, "U1", t0)
+		co.Next.RequestID = "req-cut"
+		var recs []Record
+		for range 2 {
+			rec, err := s.Apply(ctx, "m1", co)
+			if err != nil {
+				t.Fatalf("cutover, run again: %v", err)
+			}
+			recs = append(recs, rec)
+		}
+		if recs[0] != recs[1] || recs[1].Version != 2 {
+			t.Errorf("the second run changed the record: %+v then %+v", recs[0], recs[1])
+		}
+		// Another request for the same change is refused as before.
+		other := cutoverChange(0, "U2", t0)
+		other.Next.RequestID = "req-other"
+		if _, err := s.Apply(ctx, "m1", other); !errors.Is(err, ErrConflict) {
+			t.Fatalf("another cutover: got %v, want ErrConflict", err)
+		}
+		if n, _ := rdb.XLen(ctx, s.keys.audit("m1")).Result(); n != 2 {
+			t.Errorf("got %d audit entries, want 2 (init and cutover, once each)", n)
+		}
+		// Decommission confirmed twice by the same request.
+		done := t0.Add(15 * 24 * time.Hour)
+		if _, err := s.Challenge(ctx, "m1", 2, "U1", "bye", done.Add(time.Minute), time.Minute, Entry{At: done, By: "U1"}); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if _, err := s.Confirm(ctx, "m1", "U1", "bye", done, Entry{At: done, RequestID: "req-bye"}); err != nil {
+				t.Fatalf("confirm, run again: %v", err)
+			}
+		}
+		events, _ := s.History(ctx, "m1", 10)
+		if len(events) != 4 || events[0].To != Decommissioned || strings.HasPrefix(events[0].Result, "refused") {
+			t.Errorf("audit after a repeated confirm: %+v", events)
+		}
+	})
+}
+
+// TestStoreRollbackDropsChallenge: a decommission phrase issued in cutover is void after a
+// rollback, even if the migration comes back to cutover within its 10 minutes.
+func TestStoreRollbackDropsChallenge(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		if _, err := s.Apply(ctx, "m1", initChange("U1", t0)); err != nil {
+			t.Fatal(err)
+		}
+		c := cutoverChange(1, "U1", t0)
+		c.Next.ConfidenceDays = 0
+		rec, err := s.Apply(ctx, "m1", c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Challenge(ctx, "m1", rec.Version, "U1", "bye", t0.Add(10*time.Minute), 10*time.Minute, Entry{At: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Apply(ctx, "m1", Change{From: Cutover, Next: Record{Phase: Proxied, Since: t0}, Audit: Entry{Event: "rollback"}}); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := rdb.Exists(ctx, s.keys.challenge("m1")).Result(); n != 0 {
+			t.Fatal("the challenge survived the rollback")
+		}
+		c = cutoverChange(0, "U1", t0)
+		c.Next.ConfidenceDays = 0
+		if _, err := s.Apply(ctx, "m1", c); err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Confirm(ctx, "m1", "U1", "bye", t0.Add(time.Minute), Entry{At: t0})
+		var re *RefusedError
+		if !errors.As(err, &re) || re.Why != RefusedNoChallenge {
+			t.Fatalf("confirm after rollback and cutover: got %v, want %q", err, RefusedNoChallenge)
+		}
+	})
+}
