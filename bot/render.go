@@ -150,16 +150,18 @@ func splitCheckLine(l string) (indent, word, id, sep, detail string, ok bool) {
 // angleRE matches a <...> token of a line.
 var angleRE = regexp.MustCompile(`<[^<>]*>`)
 
-// escapePlaceholders escapes <...> tokens that are not Slack markup (mentions <@U..>, user
-// groups <!subteam^S..>, channels <#C..>, links <https://..>), such as the "<reason>" of a
-// usage line, which Slack would otherwise swallow.
+// escapePlaceholders escapes <...> tokens that are not the Slack markup the bot writes (mentions
+// <@U..>, user groups <!subteam^S..>, channels <#C..>), such as the "<reason>" of a usage line,
+// which Slack would otherwise swallow, or a "<!channel>" typed into a form.
 func escapePlaceholders(l string) string {
 	if !strings.Contains(l, "<") {
 		return l
 	}
 	return angleRE.ReplaceAllStringFunc(l, func(tok string) string {
 		inner := tok[1 : len(tok)-1]
-		for _, p := range []string{"@", "#", "!", "http://", "https://", "mailto:"} {
+		// Only the markup the bot itself writes: user and channel mentions and user groups.
+		// Not <!channel>, <!here> or links: a reason typed into a form arrives unescaped.
+		for _, p := range []string{"@", "#", "!subteam^"} {
 			if strings.HasPrefix(inner, p) {
 				return tok
 			}

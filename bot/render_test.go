@@ -106,8 +106,12 @@ func TestRenderCheckLines(t *testing.T) {
 		{"Since today by <@U1>", "Since today by <@U1>", "Since today by <@U1>"},
 		{"PASSED the test", "PASSED the test", "PASSED the test"},
 		{"Usage: /migration rollback [migration] <reason> by <@U1> in <#C1> for <!subteam^S1>, see <https://x.example/>",
-			"Usage: /migration rollback [migration] &lt;reason&gt; by <@U1> in <#C1> for <!subteam^S1>, see <https://x.example/>",
-			"Usage: /migration rollback [migration] &lt;reason&gt; by <@U1> in <#C1> for <!subteam^S1>, see <https://x.example/>"},
+			"Usage: /migration rollback [migration] &lt;reason&gt; by <@U1> in <#C1> for <!subteam^S1>, see &lt;https://x.example/&gt;",
+			"Usage: /migration rollback [migration] &lt;reason&gt; by <@U1> in <#C1> for <!subteam^S1>, see &lt;https://x.example/&gt;"},
+		// A reason typed into a form arrives raw: it must not ping the channel or hide a link.
+		{"rolled back by <@U1>: <!channel> see <https://evil.example|the runbook>",
+			"rolled back by <@U1>: &lt;!channel&gt; see &lt;https://evil.example|the runbook&gt;",
+			"rolled back by <@U1>: &lt;!channel&gt; see &lt;https://evil.example|the runbook&gt;"},
 	} {
 		plain, rich := checkLine(tc.in)
 		if plain != tc.plain || rich != tc.rich {

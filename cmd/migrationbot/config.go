@@ -75,10 +75,10 @@ const (
 )
 
 var (
-	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+	nameRE    = regexp.MustCompile(`^[a-z][a-z0-9._-]{0,62}$`)
 	userRE    = regexp.MustCompile(`^[UW][A-Z0-9]{2,}$`)
 	groupRE   = regexp.MustCompile(`^S[A-Z0-9]{2,}$`)
-	channelRE = regexp.MustCompile(`^[CGD][A-Z0-9]{2,}$`)
+	channelRE = regexp.MustCompile(`^[CG][A-Z0-9]{2,}$`)
 	hostRE    = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$`)
 	hexRE     = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 )
@@ -147,7 +147,7 @@ func checkMigration(mc migrationConfig, dir string, add func(field, format strin
 	case mc.Name == "":
 		add("name", "missing")
 	case !nameRE.MatchString(mc.Name):
-		add("name", "%q must be lowercase letters, digits, '.', '_' or '-' (at most 63)", mc.Name)
+		add("name", "%q must start with a lowercase letter, then lowercase letters, digits, '.', '_' or '-' (at most 63)", mc.Name)
 	}
 	for _, r := range reservedNames {
 		if mc.Name == r {
@@ -193,6 +193,9 @@ func checkMigration(mc migrationConfig, dir string, add func(field, format strin
 	}
 	if mc.DecommissionPhrase != "" && m.DecommissionPhrase == "" {
 		add("decommission_phrase", "must not be blank")
+	}
+	if strings.ContainsAny(m.DecommissionPhrase, "<>&*_~`") {
+		add("decommission_phrase", "must not contain < > & * _ ~ or ` (Slack rewrites them, so it could never be typed back)")
 	}
 	m.Checks = checkChecks(mc.Checks, dir, func(field, format string, a ...any) { add("checks."+field, format, a...) })
 	return m

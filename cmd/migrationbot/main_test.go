@@ -156,6 +156,12 @@ name = "two"
 channel = "C0TWO"
 source_host = "old.example.org"
 report_schedule = "CRON_TZ=UTC"
+
+[[migration]]
+name = "7"
+channel = "D0DIRECT"
+source_host = "old.example.org"
+decommission_phrase = "bye & <go>"
 `
 	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
 		t.Fatal(err)
@@ -183,6 +189,9 @@ report_schedule = "CRON_TZ=UTC"
 		"migration[1] (two).checks.mapping_file: no such file or directory",
 		`migration[2] (two).name: duplicate migration "two"`,
 		`migration[2] (two).report_schedule: "CRON_TZ=UTC": invalid schedule`,
+		`migration[3] (7).name: "7" must start with a lowercase letter`,
+		`migration[3] (7).channel: "D0DIRECT" is not a Slack channel ID`,
+		"migration[3] (7).decommission_phrase: must not contain",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error lacks %q", want)
