@@ -232,6 +232,10 @@ type GroupCache struct {
 	entries map[string]groupEntry
 }
 
+// DefaultGroupStale is how long after expiry a group's last known members are still used when
+// Slack cannot be asked.
+const DefaultGroupStale = 24 * time.Hour
+
 type groupEntry struct {
 	members []string
 	expires time.Time
@@ -255,6 +259,10 @@ func (g *GroupCache) GroupMembers(ctx context.Context, group string) ([]string, 
 	members, err := g.API.GetUserGroupMembersContext(ctx, group)
 	if err != nil {
 		g.Metrics.SlackError("usergroups.users.list", err)
+		if ok && now.Sub(e.expires) < DefaultGroupStale {
+			// Slack is down or slow: the last known members beat locking the on-call out.
+			return slices.Clone(e.members), nil
+		}
 		return nil, fmt.Errorf("usergroups.users.list %s: %w", group, err)
 	}
 	ttl := g.TTL
@@ -265,11 +273,7 @@ func (g *GroupCache) GroupMembers(ctx context.Context, group string) ([]string, 
 	if g.entries == nil {
 		g.entries = map[string]groupEntry{}
 	}
-	for k, old := range g.entries { // drop expired groups so the map stays small
-		if !now.Before(old.expires) {
-			delete(g.entries, k)
-		}
-	}
+	// The map holds only the groups named in [roles], so it stays small without pruning.
 	g.entries[group] = groupEntry{members: slices.Clone(members), expires: now.Add(ttl)}
 	g.mu.Unlock()
 	return members, nil

@@ -255,6 +255,18 @@ func TestGroupCache(t *testing.T) {
 	if hits() != 4 {
 		t.Errorf("lookups: %d, want 4 (failures are not cached)", hits())
 	}
+	// Slack failing for a known group: its last members are used for a day, then not.
+	f.mu.Lock()
+	delete(f.groups, "S0ONCALL")
+	f.mu.Unlock()
+	now = now.Add(time.Hour)
+	if got, err := g.GroupMembers(ctx, "S0ONCALL"); err != nil || !slices.Equal(got, []string{"U3"}) {
+		t.Errorf("stale fallback: got %v, %v; want [U3]", got, err)
+	}
+	now = now.Add(DefaultGroupStale)
+	if _, err := g.GroupMembers(ctx, "S0ONCALL"); err == nil {
+		t.Error("a day-old membership is still used")
+	}
 }
 
 func TestResponseURLPoster(t *testing.T) {

@@ -171,6 +171,8 @@ type call struct {
 	args []string
 	role Role
 	now  time.Time
+	// unchecked lists user groups whose members Slack could not tell.
+	unchecked []string
 }
 
 // IsSlow reports whether the command in text may take longer than Slack's 3-second ack.
@@ -190,7 +192,10 @@ func (h *Handler) Handle(ctx context.Context, req Request) (Response, error) {
 		return usageResponse(err), nil
 	}
 	c := &call{req: req, sub: p.Sub, args: p.Args, now: h.now()}
-	c.role = h.roleOf(ctx, req.UserID)
+	// Read-only commands need no role: no user group lookup delays them.
+	if p.Sub.Role > Anyone || p.Sub.Name == "help" {
+		c.role, c.unchecked = h.roleOf(ctx, req.UserID)
+	}
 	if p.Sub.Name == "help" {
 		return h.help(c), nil
 	}

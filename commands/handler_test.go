@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -585,4 +586,28 @@ func TestCutoverGateNotConfigured(t *testing.T) {
 	if ev := f.events(t); ev[0].Reason != "source-empty gate not configured: nothing was checked" {
 		t.Errorf("audit reason: got %q", ev[0].Reason)
 	}
+}
+
+type failingGroups struct{ calls atomic.Int32 }
+
+func (g *failingGroups) GroupMembers(context.Context, string) ([]string, error) {
+	g.calls.Add(1)
+	return nil, fmt.Errorf("usergroups.users.list: slack is down")
+}
+
+// TestGroupLookupFails: an on-call member of an operators' group is told why they are refused
+// when Slack cannot say who is in it, and read-only commands do not ask.
+func TestGroupLookupFails(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "groups")
+	g := &failingGroups{}
+	f.h.Groups = g
+	f.ok(t, admin, "init")
+	f.ok(t, paged, "status")
+	f.ok(t, paged, "history")
+	if n := g.calls.Load(); n != 0 {
+		t.Errorf("read-only commands looked up user groups %d times", n)
+	}
+	resp := f.refused(t, paged, "cutover", "cutover needs the operator role")
+	contains(t, resp.Text, "Slack did not answer when asked who is in <!subteam^S0ONCALL>: if you are, try again in a moment")
 }

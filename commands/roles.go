@@ -7,27 +7,31 @@ import (
 	"strings"
 )
 
-// roleOf returns the caller's role: deny by default, admin wins over operator.
-func (h *Handler) roleOf(ctx context.Context, user string) Role {
+// roleOf returns the caller's role: deny by default, admin wins over operator. unchecked lists
+// the user groups whose members could not be looked up.
+func (h *Handler) roleOf(ctx context.Context, user string) (role Role, unchecked []string) {
 	if user == "" {
-		return Anyone
+		return Anyone, nil
 	}
-	if h.member(ctx, user, h.Admins) {
-		return Admin
+	isAdmin, ua := h.member(ctx, user, h.Admins)
+	if isAdmin {
+		return Admin, nil
 	}
-	if h.member(ctx, user, h.Operators) {
-		return Operator
+	isOperator, uo := h.member(ctx, user, h.Operators)
+	if isOperator {
+		return Operator, nil
 	}
-	return Anyone
+	return Anyone, append(ua, uo...)
 }
 
-func (h *Handler) member(ctx context.Context, user string, ids []string) bool {
+func (h *Handler) member(ctx context.Context, user string, ids []string) (bool, []string) {
 	if slices.Contains(ids, user) {
-		return true
+		return true, nil
 	}
 	if h.Groups == nil {
-		return false
+		return false, nil
 	}
+	var unchecked []string
 	for _, id := range ids {
 		if !strings.HasPrefix(id, "S") {
 			continue
@@ -35,13 +39,14 @@ func (h *Handler) member(ctx context.Context, user string, ids []string) bool {
 		members, err := h.Groups.GroupMembers(ctx, id)
 		if err != nil {
 			h.log().Warn("user group lookup failed", "group", id, "err", err)
+			unchecked = append(unchecked, id)
 			continue
 		}
 		if slices.Contains(members, user) {
-			return true
+			return true, nil
 		}
 	}
-	return false
+	return false, unchecked
 }
 
 // mention renders a user (U...) or user group (S...) for Slack; the shell shows it as @ID.
@@ -72,8 +77,12 @@ func (h *Handler) who(r Role) string {
 }
 
 func (h *Handler) denied(c *call, need Role) Response {
-	return Response{Failed: true, Text: fmt.Sprintf("%s needs the %s role, which you (%s) do not have; nothing changed.\nWho may: %s.",
-		c.sub.Name, need, mention(c.req.UserID), h.who(need))}
+	text := fmt.Sprintf("%s needs the %s role, which you (%s) do not have; nothing changed.\nWho may: %s.",
+		c.sub.Name, need, mention(c.req.UserID), h.who(need))
+	if len(c.unchecked) > 0 {
+		text += fmt.Sprintf("\nSlack did not answer when asked who is in %s: if you are, try again in a moment, or ask an admin.", mentions(c.unchecked))
+	}
+	return Response{Failed: true, Text: text}
 }
 
 func (h *Handler) help(c *call) Response {

@@ -344,7 +344,7 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 			return Response{}, h.unexpected(c.args[0])
 		}
 		if c.role < Admin {
-			return h.denied(&call{req: c.req, sub: &Subcommand{Name: "cutover force"}}, Admin), nil
+			return h.denied(&call{req: c.req, sub: &Subcommand{Name: "cutover force"}, unchecked: c.unchecked}, Admin), nil
 		}
 		r, err := reasonOf(c.args[1:], "cutover force")
 		if err != nil {
