@@ -11,6 +11,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"github.com/migrationbot/migrationbot/commands"
+	"github.com/migrationbot/migrationbot/state"
 )
 
 // Reports renders scheduled reports; *commands.Handler is one.
@@ -22,7 +23,9 @@ type Reports interface {
 // *state.Store is one.
 type ReportLedger interface {
 	ClaimReport(ctx context.Context, name string, occurrence time.Time, owner string) (bool, error)
+	GetReportClaim(ctx context.Context, name string, occurrence time.Time) (state.ReportClaim, error)
 	ReportPosted(ctx context.Context, name string, occurrence time.Time, ts string) error
+	ReportUncertain(ctx context.Context, name string, occurrence time.Time) error
 	ReleaseReport(ctx context.Context, name string, occurrence time.Time, owner string) (bool, error)
 	ClaimClosingReport(ctx context.Context, name, owner string) (bool, error)
 	ClosingReportPosted(ctx context.Context, name, ts string) error
@@ -178,15 +181,25 @@ func (s *Scheduler) catchUp(ctx context.Context) {
 // attempt under way finishes, bounded by JobTimeout).
 func (s *Scheduler) deliver(ctx context.Context, e *scheduleEntry, occ time.Time) {
 	log := s.log.With("migration", e.Name, "occurrence", occ.UTC().Format(time.RFC3339))
-	for attempt := 0; ; attempt++ {
-		retry := s.attempt(ctx, log, e, occ)
-		if !retry || attempt >= len(s.cfg.Retries) {
-			if retry {
-				log.Error("report not posted: retries exhausted; a replica starting within a day posts it")
-			}
+	leaseWaited := false
+	for attempt := 0; ; {
+		retry, held := s.attempt(ctx, log, e, occ)
+		var wait time.Duration
+		switch {
+		case held && !leaseWaited:
+			// Another replica holds an unsettled claim: if it died mid-attempt, its lease ends
+			// and this one posts; if it posts meanwhile, the next claim fails for good.
+			leaseWaited, wait = true, state.ReportLease+time.Second
+		case !retry:
 			return
+		case attempt >= len(s.cfg.Retries):
+			log.Error("report not posted: retries exhausted; a replica starting within a day posts it")
+			return
+		default:
+			wait = s.cfg.Retries[attempt]
+			attempt++
 		}
-		t := time.NewTimer(s.cfg.Retries[attempt])
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -197,9 +210,10 @@ func (s *Scheduler) deliver(ctx context.Context, e *scheduleEntry, occ time.Time
 	}
 }
 
-// attempt claims, renders and posts one occurrence once. It returns true when it failed in a
-// way worth another attempt (any claim it took has been released).
-func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *scheduleEntry, occ time.Time) (retry bool) {
+// attempt claims, renders and posts one occurrence once. retry is true when it failed in a way
+// worth another attempt (any claim it took has been released); held is true when another
+// replica holds a claim it has not settled yet (posting now, or dead mid-attempt).
+func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *scheduleEntry, occ time.Time) (retry, held bool) {
 	// Not cancelled by shutdown: Run waits for a post under way rather than leave it uncertain.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), s.cfg.JobTimeout)
 	defer cancel()
@@ -208,11 +222,12 @@ func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *schedul
 		won, err := l.ClaimReport(ctx, e.Name, occ, owner)
 		if err != nil {
 			log.Warn("claiming the report failed", "err", err)
-			return true
+			return true, false
 		}
 		if !won {
-			log.Debug("report claimed by another replica")
-			return false
+			c, err := l.GetReportClaim(ctx, e.Name, occ)
+			log.Debug("report claimed by another replica", "owner", c.Owner, "posted", c.Posted())
+			return false, err == nil && !c.Posted()
 		}
 	}
 	release := func() {
@@ -229,16 +244,16 @@ func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *schedul
 	if err != nil {
 		log.Warn("rendering the report failed", "err", err)
 		release()
-		return true
+		return true, false
 	}
 	if rep.Closing {
 		switch won, err := s.claimClosing(ctx, e.Name); {
 		case err != nil:
 			log.Warn("claiming the closing report failed", "err", err)
 			release()
-			return true
+			return true, false
 		case !won:
-			return false // posted once already: after decommissioning, nothing more
+			return false, false // posted once already: after decommissioning, nothing more
 		}
 	}
 	channel := rep.Channel
@@ -248,7 +263,12 @@ func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *schedul
 	ts, err := s.post(ctx, channel, Render(rep.Response))
 	if errors.Is(err, ErrUncertain) {
 		log.Error("report post outcome unknown: it may have been posted, so it is not sent again", "err", err)
-		return false
+		if l != nil {
+			if err := l.ReportUncertain(ctx, e.Name, occ); err != nil {
+				log.Warn("recording the uncertain report failed", "err", err)
+			}
+		}
+		return false, false
 	}
 	if err != nil {
 		log.Warn("posting the report failed; releasing the claim", "err", err)
@@ -256,7 +276,7 @@ func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *schedul
 			s.releaseClosing(parent, log, e.Name)
 		}
 		release()
-		return true
+		return true, false
 	}
 	log.Info("report posted", "channel", channel, "ts", ts, "closing", rep.Closing)
 	s.cfg.Metrics.ReportPosted(rep)
@@ -270,7 +290,7 @@ func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *schedul
 			}
 		}
 	}
-	return false
+	return false, false
 }
 
 // render is Reports.ScheduledReport with a panic turned into an error (nothing was posted).

@@ -581,8 +581,8 @@ func TestSchedulerUncertainPostNotRepeated(t *testing.T) {
 			t.Fatalf("attempts %d, posts %d: want 1 and 0", attempts, n)
 		}
 		c, err := w.admin.GetReportClaim(context.Background(), "example", time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
-		if err != nil || c.Owner != "a" && c.Owner != "b" || c.Posted() {
-			t.Fatalf("claim: got %+v, %v; want kept by a or b, no ts", c, err)
+		if err != nil || c.Owner != "a" && c.Owner != "b" || !c.Uncertain() {
+			t.Fatalf("claim: got %+v, %v; want kept by a or b, marked uncertain", c, err)
 		}
 		time.Sleep(24 * time.Hour)
 		synctest.Wait()
@@ -667,5 +667,33 @@ func TestSchedulerEveryMinute(t *testing.T) {
 		if len(posts) != 180 || len(minutes) != 180 {
 			t.Fatalf("got %d posts in %d distinct minutes, want 180 in 180", len(posts), len(minutes))
 		}
+	})
+}
+
+// TestSchedulerDeadClaimant: a replica that claimed the 09:00 report and died before posting it
+// (a deploy at report time) leaves a lease; the replica that replaces it posts the report once
+// the lease is over.
+func TestSchedulerDeadClaimant(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		occ := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+		w := newSchedWorld(t, occ.Add(30*time.Second), schedMig("example", "C0MIG", "0 9 * * *"))
+		w.init("example", state.Record{Phase: state.Proxied})
+		if won, err := w.admin.ClaimReport(context.Background(), "example", occ, "dead"); err != nil || !won {
+			t.Fatalf("claim for the dead replica: %v %v", won, err)
+		}
+		w.start("new", nil)
+		if _, n := w.poster.count(); n != 0 {
+			t.Fatalf("posted %d while the dead replica's lease runs, want 0", n)
+		}
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		posts := w.poster.in("C0MIG")
+		if len(posts) != 1 {
+			t.Fatalf("after the lease: got %d posts, want 1", len(posts))
+		}
+		if lease := occ.Add(state.ReportLease); posts[0].at.Before(lease) {
+			t.Errorf("posted at %s, before the lease ended at %s", posts[0].at, lease)
+		}
+		w.checkClaim("example", occ, posts[0].ts)
 	})
 }

@@ -16,9 +16,18 @@ import (
 // posted its value becomes "<owner> ts=<message ts>". Occurrence claims expire after
 // ReportClaimTTL; the closing report's claim (after decommissioning) never expires.
 
-// ReportClaimTTL is how long an occurrence claim lives: well over a day, so it outlives the
-// catch-up window (24 hours) and any clock skew between replicas.
+// ReportClaimTTL is how long a settled occurrence claim (posted, or sent with an unknown
+// outcome) lives: well over a day, so it outlives the catch-up window (24 hours) and any clock
+// skew between replicas.
 const ReportClaimTTL = 48 * time.Hour
+
+// ReportLease is how long a claim lives before it is settled: longer than one attempt (checks
+// and post), short enough that an occurrence claimed by a replica that died mid-attempt (a
+// deploy at report time) can be posted by another.
+const ReportLease = 5 * time.Minute
+
+// uncertainTS marks a claim whose post timed out after it was sent: it may be in the channel.
+const uncertainTS = "unknown"
 
 // ReportClaim is what the ledger holds for one occurrence.
 type ReportClaim struct {
@@ -26,22 +35,32 @@ type ReportClaim struct {
 	TS    string // the posted message's ts; "" while not (yet) posted
 }
 
-// Posted reports whether the claim records a posted message.
+// Posted reports whether the claim is settled: a posted message, or a post of unknown outcome.
 func (c ReportClaim) Posted() bool { return c.TS != "" }
+
+// Uncertain reports whether the post timed out after it was sent.
+func (c ReportClaim) Uncertain() bool { return c.TS == uncertainTS }
 
 // closingReport is the claim of the one report posted after decommissioning (no TTL).
 // Kept next to the helpers in keys.go in spirit: same hash tag, same prefix.
 func (k keys) closingReport(name string) string { return k.base(name) + "report:closing" }
 
-// ClaimReport claims the report of occurrence for owner. It returns true when the claim is new
-// (owner must post the report), false when somebody already holds it.
+// ClaimReport claims the report of occurrence for owner, for ReportLease. It returns true when
+// the claim is new (owner must post the report), false when somebody already holds it.
 func (s *Store) ClaimReport(ctx context.Context, name string, occurrence time.Time, owner string) (bool, error) {
-	return s.claim(ctx, "claim report "+name, s.keys.report(name, occurrence.Unix()), owner, ReportClaimTTL)
+	return s.claim(ctx, "claim report "+name, s.keys.report(name, occurrence.Unix()), owner, ReportLease)
 }
 
-// ReportPosted records the ts of the message that was posted for occurrence.
+// ReportPosted records the ts of the message that was posted for occurrence and keeps the claim
+// for ReportClaimTTL.
 func (s *Store) ReportPosted(ctx context.Context, name string, occurrence time.Time, ts string) error {
 	return s.posted(ctx, "record report "+name, s.keys.report(name, occurrence.Unix()), ts)
+}
+
+// ReportUncertain settles the claim of an occurrence whose post timed out after it was sent:
+// it may be in the channel, so nobody may post it again (for ReportClaimTTL).
+func (s *Store) ReportUncertain(ctx context.Context, name string, occurrence time.Time) error {
+	return s.posted(ctx, "record uncertain report "+name, s.keys.report(name, occurrence.Unix()), uncertainTS)
 }
 
 // ReleaseReport drops owner's claim of occurrence after a failed post, so another attempt or
@@ -88,17 +107,17 @@ func (s *Store) claim(ctx context.Context, op, key, owner string, ttl time.Durat
 	return true, nil
 }
 
-// postedScript records the posted message's ts in a claim, keeping its owner and its TTL.
+// postedScript records the posted message's ts in a claim, keeping its owner; a claim with a
+// lease gets the settled TTL, one without a TTL (the closing report) keeps none.
 //
-// KEYS[1] the claim; ARGV[1] the ts.
+// KEYS[1] the claim; ARGV[1] the ts; ARGV[2] the settled TTL in ms.
 // Returns 1 when recorded, 0 when the claim no longer exists (it expired: nothing to record).
 var postedScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local owner = string.match(v, '^[^ ]*')
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], owner .. ' ts=' .. ARGV[1], 'PX', ttl)
+if redis.call('PTTL', KEYS[1]) > 0 then
+  redis.call('SET', KEYS[1], owner .. ' ts=' .. ARGV[1], 'PX', ARGV[2])
 else
   redis.call('SET', KEYS[1], owner .. ' ts=' .. ARGV[1])
 end
@@ -106,7 +125,7 @@ return 1
 `)
 
 func (s *Store) posted(ctx context.Context, op, key, ts string) error {
-	n, err := postedScript.Run(ctx, s.rdb, []string{key}, ts).Int()
+	n, err := postedScript.Run(ctx, s.rdb, []string{key}, ts, ReportClaimTTL.Milliseconds()).Int()
 	if err != nil {
 		return wrap(op, err)
 	}

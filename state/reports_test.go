@@ -105,14 +105,28 @@ func TestReportClaimTTL(t *testing.T) {
 				t.Fatal(err)
 			}
 			key := "t:{example}:report:" + itoa(occ.Unix())
-			if d := ttl(key); d < 47*time.Hour || d > state.ReportClaimTTL {
-				t.Fatalf("ttl of the claim: got %v, want about %v", d, state.ReportClaimTTL)
+			if d := ttl(key); d < state.ReportLease-time.Minute || d > state.ReportLease {
+				t.Fatalf("ttl of the claim: got %v, want the lease %v", d, state.ReportLease)
 			}
 			if err := s.ReportPosted(ctx, "example", occ, "1.2"); err != nil {
 				t.Fatal(err)
 			}
 			if d := ttl(key); d < 47*time.Hour || d > state.ReportClaimTTL {
-				t.Fatalf("ttl after posting: got %v, want it kept", d)
+				t.Fatalf("ttl after posting: got %v, want about %v", d, state.ReportClaimTTL)
+			}
+			// An uncertain post settles the claim as well.
+			unsure := occ.Add(time.Hour)
+			if _, err := s.ClaimReport(ctx, "example", unsure, "a"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.ReportUncertain(ctx, "example", unsure); err != nil {
+				t.Fatal(err)
+			}
+			if c, err := s.GetReportClaim(ctx, "example", unsure); err != nil || !c.Uncertain() || !c.Posted() {
+				t.Fatalf("uncertain claim: got %+v, %v", c, err)
+			}
+			if d := ttl("t:{example}:report:" + itoa(unsure.Unix())); d < 47*time.Hour {
+				t.Fatalf("ttl of the uncertain claim: got %v, want about %v", d, state.ReportClaimTTL)
 			}
 			if _, err := s.ClaimClosingReport(ctx, "example", "a"); err != nil {
 				t.Fatal(err)
