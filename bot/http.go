@@ -58,7 +58,7 @@ type Server struct {
 	SigningSecret   string
 	Poster          Poster                          // channel announcements
 	Responder       Responder                       // answers after the ack
-	Ready           func(ctx context.Context) error // /readyz; nil: always ready
+	Ready           func(ctx context.Context) error // /readyz; nil: always ready; the error is shown
 	Views           ViewOpener                      // views.open for the modals of buttons
 	Metrics         *Metrics                        // GET /metrics; nil: no metrics
 	Log             *slog.Logger
@@ -142,7 +142,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		if err := s.Ready(ctx); err != nil {
 			s.log().Warn("not ready", "err", err)
 			w.WriteHeader(http.StatusServiceUnavailable)
-			io.WriteString(w, "not ready: the state store (Redis) does not answer\n")
+			io.WriteString(w, "not ready: "+err.Error()+"\n")
 			return
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -98,26 +99,35 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 		Poster:        poster,
 		Views:         poster,
 		Responder:     &bot.ResponseURLPoster{Metrics: metrics},
-		Ready:         a.store.Ping,
 		Metrics:       metrics,
 		Log:           log,
 	}
 
-	var smErr error
+	// Socket Mode failing for good (a revoked app token) leaves the HTTP endpoints up, as they
+	// are in both modes, and makes /readyz say why Slack no longer reaches the bot.
+	var smFailed atomic.Pointer[error]
 	smDone := make(chan struct{})
 	if appToken != "" {
 		sm := bot.NewSocketMode(api, srv, log)
 		go func() {
 			defer close(smDone)
 			if err := sm.Run(ctx); err != nil {
-				log.Error("socket mode failed; stopping", "err", err)
-				smErr = err
-				cancel()
+				log.Error("socket mode stopped: Slack no longer reaches this bot over Socket Mode; fix SLACK_APP_TOKEN and restart", "err", err)
+				smFailed.Store(&err)
 			}
 		}()
 		log.Info("socket mode enabled: slash commands and interactions also arrive over a WebSocket")
 	} else {
 		close(smDone)
+	}
+	srv.Ready = func(ctx context.Context) error {
+		if err := smFailed.Load(); err != nil {
+			return fmt.Errorf("socket mode stopped (%v): Slack no longer reaches this bot; fix SLACK_APP_TOKEN and restart", *err)
+		}
+		if a.store.Ping(ctx) != nil {
+			return errors.New("the state store (Redis) does not answer")
+		}
+		return nil
 	}
 
 	log.Info("listening", "addr", ln.Addr().String(), "socket_mode", appToken != "")
@@ -126,9 +136,6 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	cancel()
 	<-smDone
 	log.Info("stopped")
-	if err == nil && smErr != nil {
-		err = fmt.Errorf("serve: %w", smErr)
-	}
 	return err
 }
 

@@ -103,3 +103,27 @@ timeout         = "1500ms"
 	}
 	mustContain(t, "status", st.Text, "Cutover gate", "SKIP mapping")
 }
+
+// TestServeSocketModeRefused: an app token Slack refuses stops Socket Mode, not the bot: the HTTP
+// endpoints stay up (as they are in both modes) and /readyz says why Slack no longer reaches it.
+func TestServeSocketModeRefused(t *testing.T) {
+	m, _ := testredis.Mini(t)
+	s := startServe(t, newFakeSlack(t), flowConfig("sm"), map[string]string{
+		"REDIS_URL": "redis://" + m.Addr(), "SLACK_APP_TOKEN": "xapp-revoked-token-do-not-log"})
+	var body string
+	waitFor(t, 10*time.Second, "/readyz to report Socket Mode stopped", func() bool {
+		var code int
+		code, body = s.get(t, "/readyz")
+		return code == 503
+	})
+	mustContain(t, "/readyz", body, "socket mode stopped", "invalid_auth", "SLACK_APP_TOKEN")
+	if strings.Contains(body, "xapp-revoked") || strings.Contains(s.logs.String(), "xapp-revoked") {
+		t.Error("the app token appears in /readyz or the logs")
+	}
+	if code, _ := s.get(t, "/healthz"); code != 200 {
+		t.Errorf("/healthz: %d, want 200", code)
+	}
+	if _, text := s.final(t, s.command(t, "U0ADMIN", "C0ALPHA", "status alpha")); !strings.Contains(text, "alpha: no state in Redis") {
+		t.Errorf("slash command over HTTP after Socket Mode stopped: %q", text)
+	}
+}
