@@ -611,3 +611,18 @@ func TestGroupLookupFails(t *testing.T) {
 	resp := f.refused(t, paged, "cutover", "cutover needs the operator role")
 	contains(t, resp.Text, "Slack did not answer when asked who is in <!subteam^S0ONCALL>: if you are, try again in a moment")
 }
+
+func TestLocalTime(t *testing.T) {
+	at := time.Date(2026, 12, 4, 8, 0, 0, 0, time.UTC)
+	for spec, want := range map[string]string{
+		"CRON_TZ=Europe/Berlin 0 9 * * *": " (09:00 Europe/Berlin)",
+		"TZ=America/New_York 0 3 * * *":   " (03:00 America/New_York)",
+		"0 9 * * *":                       "",
+		"CRON_TZ=UTC 0 9 * * *":           "",
+		"CRON_TZ=Nowhere/Land 0 9 * * *":  "",
+	} {
+		if got := localTime(at, spec); got != want {
+			t.Errorf("localTime(%q): got %q, want %q", spec, got, want)
+		}
+	}
+}

@@ -77,7 +77,28 @@ func (h *Handler) nextReportLine(b *strings.Builder, name string) {
 	}
 	if t := h.NextReport(name); !t.IsZero() {
 		fmt.Fprintf(b, "\nNext report: %s", fmtTime(t))
+		if m := h.Migration(name); m != nil {
+			b.WriteString(localTime(t, m.ReportSchedule))
+		}
 	}
+}
+
+// localTime renders t in the zone of a "CRON_TZ=<zone> ..." schedule, as " (09:00
+// Europe/Berlin)"; "" for a schedule in UTC.
+func localTime(t time.Time, schedule string) string {
+	spec, ok := strings.CutPrefix(schedule, "CRON_TZ=")
+	if !ok {
+		spec, ok = strings.CutPrefix(schedule, "TZ=")
+	}
+	zone, _, _ := strings.Cut(spec, " ")
+	if !ok || zone == "" || zone == "UTC" {
+		return ""
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (%s %s)", t.In(loc).Format("15:04"), zone)
 }
 
 func (h *Handler) missingReport(c *call, occurrence time.Time) string {

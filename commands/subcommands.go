@@ -90,10 +90,8 @@ func (h *Handler) status(ctx context.Context, c *call) (Response, error) {
 	case state.Decommissioned:
 		b.WriteString("\nFinal: the source is decommissioned; there is nothing to roll back to.")
 	}
-	if h.NextReport != nil && rec.Phase != state.Decommissioned {
-		if t := h.NextReport(c.m.Name); !t.IsZero() {
-			fmt.Fprintf(&b, "\nNext report: %s", fmtTime(t))
-		}
+	if rec.Phase != state.Decommissioned {
+		h.nextReportLine(&b, c.m.Name)
 	}
 	if len(snap.Events) > 0 {
 		b.WriteString("\nLast events:")
