@@ -294,12 +294,14 @@ func (s *Server) openView(ctx context.Context, triggerID string, view slack.Moda
 	return s.Views.OpenView(ctx, triggerID, view)
 }
 
-// markUsed replaces the clicked message's buttons with a note saying who did what, so that a
-// used button never looks dead: the message keeps its other blocks when Slack sent them (channel
-// messages), and becomes the note when it did not (ephemeral answers).
+// markUsed replaces the buttons of the clicker's own (ephemeral) answer with a note saying who did
+// what, so that a used button never looks dead; the message keeps its other blocks when Slack
+// sent them, and becomes the note when it did not.
 func (s *Server) markUsed(ctx context.Context, log *slog.Logger, ic slack.InteractionCallback, note string) {
 	rp, ok := s.Responder.(Replacer)
-	if !ok || ic.ResponseURL == "" {
+	if !ok || ic.ResponseURL == "" || !ic.Container.IsEphemeral {
+		// A message in the channel (a report) serves everyone: its buttons stay; one person
+		// running the checks or opening (and perhaps cancelling) a form must not take them away.
 		return
 	}
 	msg := Message{Text: note, Blocks: []slack.Block{slack.NewContextBlock("", slack.NewTextBlockObject(slack.MarkdownType, note, false, false))}}

@@ -331,8 +331,17 @@ func TestInteractionRunChecks(t *testing.T) {
 	if len(status.Actions) == 0 {
 		t.Fatalf("status offers no actions")
 	}
+	checkAnswer := func(t *testing.T, answer respPost) {
+		t.Helper()
+		if answer.ReplaceOriginal || answer.ResponseType != "ephemeral" {
+			t.Errorf("answer: replace_original %v, response_type %q; want a new ephemeral message", answer.ReplaceOriginal, answer.ResponseType)
+		}
+		mustHave(t, "check answer", answer.Text, "alpha: checks in phase cutover", "PASS dns")
+	}
+
+	// On the clicker's own (ephemeral) status answer: the button is replaced by a note.
 	ru := w.slack.responseURL()
-	code, body, took := w.interact(t, buttonPayload("U0VIEW", "C0ALPHA", ActionIDCheck, "alpha", ru, statusMessage(t, status)))
+	code, body, took := w.interact(t, buttonPayload("U0VIEW", "C0ALPHA", ActionIDCheck, "alpha", ru, nil))
 	if code != 200 || body != "" {
 		t.Fatalf("ack: %d %q, want 200 and an empty body", code, body)
 	}
@@ -341,17 +350,22 @@ func TestInteractionRunChecks(t *testing.T) {
 	}
 	posts := w.slack.responsesTo(t, ru, 2)
 	used, answer := posts[0], posts[1]
-	if !used.ReplaceOriginal || !strings.Contains(used.Text, "alpha: phase cutover") {
-		t.Errorf("first post: replace_original %v, text %q; want the report replaced", used.ReplaceOriginal, used.Text)
-	}
 	usedJSON, _ := json.Marshal(used.Blocks)
-	if strings.Contains(string(usedJSON), ActionIDCheck) || !strings.Contains(string(usedJSON), "U0VIEW\\u003e ran the checks of alpha") {
-		t.Errorf("replaced message still has the buttons or lacks the note: %s", usedJSON)
+	if !used.ReplaceOriginal || strings.Contains(string(usedJSON), ActionIDCheck) || !strings.Contains(string(usedJSON), "U0VIEW\\u003e ran the checks of alpha") {
+		t.Errorf("used button: replace_original %v, blocks %s; want the buttons replaced by a note", used.ReplaceOriginal, usedJSON)
 	}
-	if answer.ReplaceOriginal || answer.ResponseType != "ephemeral" {
-		t.Errorf("answer: replace_original %v, response_type %q; want a new ephemeral message", answer.ReplaceOriginal, answer.ResponseType)
+	checkAnswer(t, answer)
+
+	// On a message in the channel (a report): its buttons stay for everyone.
+	ru = w.slack.responseURL()
+	w.interact(t, buttonPayload("U0VIEW", "C0ALPHA", ActionIDCheck, "alpha", ru, statusMessage(t, status)))
+	// A replacement would come before the answer (markUsed runs first), so one post is all.
+	posts = w.slack.responsesTo(t, ru, 1)
+	if len(posts) != 1 || posts[0].ReplaceOriginal {
+		t.Errorf("the channel message was changed: %d posts to its response_url, want only the answer", len(posts))
 	}
-	mustHave(t, "check answer", answer.Text, "alpha: checks in phase cutover", "PASS dns")
+	checkAnswer(t, posts[len(posts)-1])
+
 	snap, err := w.store.Snapshot(context.Background(), "alpha", 0)
 	if err != nil {
 		t.Fatal(err)
