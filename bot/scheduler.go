@@ -344,7 +344,15 @@ func (s *Scheduler) releaseClosing(parent context.Context, log *slog.Logger, nam
 // cronLogger passes cron's messages to slog (cron's Info is chatty: debug level).
 type cronLogger struct{ log *slog.Logger }
 
-func (l cronLogger) Info(msg string, kv ...any) { l.log.Debug("cron: "+msg, kv...) }
+// Info logs cron's chatter at debug level, except a skipped run (the previous one, retrying a
+// failed post, still runs): that occurrence is not posted, which an operator should see.
+func (l cronLogger) Info(msg string, kv ...any) {
+	if msg == "skip" {
+		l.log.Warn("report occurrence skipped: the previous one is still being posted", kv...)
+		return
+	}
+	l.log.Debug("cron: "+msg, kv...)
+}
 
 func (l cronLogger) Error(err error, msg string, kv ...any) {
 	l.log.Error("cron: "+msg, append(kv, "err", err)...)
