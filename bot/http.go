@@ -293,7 +293,32 @@ func (s *Server) run(ctx context.Context, log *slog.Logger, req commands.Request
 	defer cancel()
 	a := s.announce(dctx, log, req, resp)
 	a.failed = resp.Failed || err != nil
+	if resp.Pending != "" {
+		s.watch(log, resp)
+	}
 	return a
+}
+
+// watch follows a change whose outcome was unknown: if it turns out applied within
+// PendingWindow, the channel is told (the caller was told to look there).
+func (s *Server) watch(log *slog.Logger, resp commands.Response) {
+	settler, ok := s.Commands.(Settler)
+	if !ok {
+		return
+	}
+	s.jobs.start(PendingWindow+deliverTimeout, func(ctx context.Context) {
+		wctx, cancel := context.WithTimeout(ctx, PendingWindow)
+		defer cancel()
+		late, applied := watchPending(wctx, settler, resp, pendingEvery)
+		if !applied {
+			log.Warn("the outcome of a change stayed unknown", "pending", resp.Pending)
+			return
+		}
+		log.Info("a change whose outcome was unknown was applied; announcing it", "pending", resp.Pending)
+		if err := s.postAnnouncement(ctx, late); err != nil {
+			log.Error("announcement failed", "migration", late.Migration, "announce_channel", late.Channel, "err", err)
+		}
+	})
 }
 
 // announce posts a transition into the migration's channel, unless the command was typed
@@ -305,7 +330,7 @@ func (s *Server) announce(ctx context.Context, log *slog.Logger, req commands.Re
 			a.inChannel = true // typed in the migration's channel: the answer is the announcement
 		} else if err := s.postAnnouncement(ctx, resp); err != nil {
 			log.Error("announcement failed", "migration", resp.Migration, "announce_channel", resp.Channel, "err", err)
-			resp.Text += fmt.Sprintf("\nannouncement to #%s failed: %v", resp.Channel, err)
+			resp.Text += fmt.Sprintf("\nThe announcement to <#%s> failed (%v): if the bot is not in that channel, /invite it there; tell the channel yourself meanwhile.", resp.Channel, err)
 		} else {
 			resp.Text += fmt.Sprintf("\nAnnounced in <#%s>.", resp.Channel)
 		}

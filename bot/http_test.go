@@ -253,7 +253,7 @@ func TestCommandAnswers(t *testing.T) {
 		{name: "transition elsewhere", cmd: &stubCommands{resp: moved}, channel: "C0OPS", wantHTTP: "Announced in <#C0MIGRATION>", wantType: "ephemeral", wantPosts: 1},
 		{name: "transition in its channel", cmd: &stubCommands{resp: moved}, channel: "C0MIGRATION", wantHTTP: "moved to cutover", wantType: "in_channel"},
 		{name: "late transition in its channel", cmd: &stubCommands{slow: true, resp: moved}, channel: "C0MIGRATION", wantHTTP: WorkingText, wantType: "in_channel", wantLate: true, wantInFinal: "moved to cutover"},
-		{name: "announcement fails", cmd: &stubCommands{resp: moved}, channel: "C0OPS", failPosts: true, wantHTTP: "announcement to #C0MIGRATION failed: ", wantType: "ephemeral"},
+		{name: "announcement fails", cmd: &stubCommands{resp: moved}, channel: "C0OPS", failPosts: true, wantHTTP: "The announcement to <#C0MIGRATION> failed (", wantType: "ephemeral"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := newRespRecorder(t)

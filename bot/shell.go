@@ -30,6 +30,12 @@ const prompt = "migration> "
 
 // Run answers commands until the input ends (nil) or ctx is done.
 func (s *Shell) Run(ctx context.Context) error {
+	// Changes whose outcome was unknown are watched while the shell runs, and printed if they
+	// turn out applied.
+	ctx, stopWatching := context.WithCancel(ctx)
+	var watchers sync.WaitGroup
+	defer watchers.Wait()
+	defer stopWatching()
 	lines := make(chan string)
 	scanErr := make(chan error, 1)
 	go func() {
@@ -75,6 +81,15 @@ func (s *Shell) Run(ctx context.Context) error {
 			s.Log.Warn("command failed", "text", line, "user", s.User, "err", err)
 		}
 		s.Print(PlainText(resp.Text))
+		if resp.Pending != "" {
+			watchers.Go(func() {
+				wctx, cancel := context.WithTimeout(ctx, PendingWindow)
+				defer cancel()
+				if late, applied := watchPending(wctx, s.Handler, resp, pendingEvery); applied {
+					s.Print(PlainText(late.Text))
+				}
+			})
+		}
 	}
 }
 
@@ -98,9 +113,13 @@ func (s *Shell) Print(text string) {
 	fmt.Fprintf(s.Out, "%s\n\n", text)
 }
 
-var mentionRE = regexp.MustCompile(`<[@!](?:subteam\^)?([A-Z0-9]+)(?:\|[^>]*)?>`)
+var (
+	mentionRE = regexp.MustCompile(`<[@!](?:subteam\^)?([A-Z0-9]+)(?:\|[^>]*)?>`)
+	channelRE = regexp.MustCompile(`<#([A-Z0-9]+)(?:\|[^>]*)?>`)
+)
 
-// PlainText turns Slack mentions (<@U123>, <!subteam^S123>) into @U123 for a terminal.
+// PlainText turns Slack mentions (<@U123>, <!subteam^S123>, <#C123>) into @U123 and #C123 for
+// a terminal.
 func PlainText(s string) string {
-	return mentionRE.ReplaceAllString(s, "@$1")
+	return channelRE.ReplaceAllString(mentionRE.ReplaceAllString(s, "@$1"), "#$1")
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"time"
 
@@ -67,6 +66,9 @@ type Response struct {
 	Failed    bool   // refused or failed; nothing changed
 	Checks    []checks.Result
 	Actions   []Action // what the reader may do next (buttons in Slack)
+	// Pending is the request id of a change whose outcome is unknown (Redis did not answer in
+	// time): Settle tells later whether it was applied after all.
+	Pending string
 }
 
 // Action is a follow-up a Response offers; Slack shows it as a button.
@@ -173,6 +175,7 @@ type call struct {
 	now  time.Time
 	// unchecked lists user groups whose members Slack could not tell.
 	unchecked []string
+	named     bool // the text named the migration
 }
 
 // IsSlow reports whether the command in text may take longer than Slack's 3-second ack.
@@ -202,6 +205,7 @@ func (h *Handler) Handle(ctx context.Context, req Request) (Response, error) {
 	if c.role < p.Sub.Role {
 		return h.denied(c, p.Sub.Role), nil
 	}
+	c.named = p.Migration != ""
 	c.m, err = h.pick(p.Migration, req.ChannelID)
 	if err != nil && len(p.Args) > 0 {
 		err = fmt.Errorf("which migration? %q is not one of: %s", clip(p.Args[0], 40), strings.Join(h.names(), ", "))
@@ -293,21 +297,70 @@ func subcommandNames() string {
 // storeError turns a store failure into the user's message.
 func (h *Handler) storeError(c *call, err error) Response {
 	name := c.m.Name
+	var text string
 	switch {
 	case errors.Is(err, state.ErrNotFound):
-		return Response{Failed: true, Text: fmt.Sprintf("%s has no state in Redis: it was never initialised, or Redis lost its data. Nothing changed.\nAn admin restores it with /migration init %s <phase> <since> (for example /migration init %s cutover 2026-12-01T09:00:00Z).", name, name, name)}
-	case isTimeout(err) && c.sub.Role > Anyone:
-		return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) did not answer in time. The %s may or may not have been applied; nothing is half-written. Check with /migration status %s before retrying.", c.sub.Name, name)}
+		text = fmt.Sprintf("%s has no state in Redis: it was never initialised, or Redis lost its data. Nothing changed.\nAn admin restores it with /migration init %s <phase> <since>, using the phase and time of the last transition: see the announcements in %s, or /migration history %s if the audit log survived.",
+			name, name, channelMention(c.m.Channel), name)
+	case errors.Is(err, state.ErrMaybeApplied):
+		return Response{Failed: true, Pending: c.req.RequestID, Text: fmt.Sprintf("The state store (Redis) did not answer in time: the %s may or may not have been applied (never half-written). If it turns out applied, it will be announced in %s; check /migration status %s before retrying.", c.sub.Name, channelMention(c.m.Channel), name)}
 	case c.sub.Role > Anyone:
-		return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) is unavailable, so %s was not applied: nothing changed. Try again in a moment; /migration help still works.", c.sub.Name)}
+		text = fmt.Sprintf("The state store (Redis) is unavailable, so %s was not applied: nothing changed. Try again in a moment; /migration help still works.", c.sub.Name)
+	default:
+		return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) is unavailable, so %s cannot be answered right now. Try again in a moment.", c.sub.Name)}
 	}
-	return Response{Failed: true, Text: fmt.Sprintf("The state store (Redis) is unavailable, so %s cannot be answered right now. Try again in a moment.", c.sub.Name)}
+	if c.sub.Name == "rollback" {
+		// Mid-incident the rollback must not wait for Redis: the runbook is known without it.
+		text += "\nIf you must roll back now, do it by hand and record it once Redis is back:\n" + rollbackRunbook(c.m, nil)
+	}
+	return Response{Failed: true, Text: text}
 }
 
-// isTimeout reports whether a request may have reached Redis before it failed.
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+func channelMention(id string) string {
+	if id == "" {
+		return "the migration's channel"
+	}
+	return "<#" + id + ">"
+}
+
+// Settle tells whether the change made by request id (answered with Response.Pending) was
+// applied after all. When it was, the Response announces it (Announce, with the runbook that
+// follows from it); when not yet known, applied is false.
+func (h *Handler) Settle(ctx context.Context, name, requestID string) (resp Response, applied bool, err error) {
+	m := h.Migration(name)
+	if m == nil || requestID == "" {
+		return Response{}, false, fmt.Errorf("settle: unknown migration %q or no request id", name)
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	snap, err := h.Store.Snapshot(sctx, name, 20)
+	if err != nil {
+		return Response{}, false, err
+	}
+	for _, e := range snap.Events {
+		if e.RequestID != requestID || e.Result != "ok" {
+			continue
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "Update: the %s of %s by %s at %s was applied after all (the state store was slow): %s -> %s.",
+			e.Event, name, mention(e.By), fmtTime(e.At), orNone(e.From), e.To)
+		if snap.Found && snap.Record.RequestID != requestID {
+			fmt.Fprintf(&b, " It has been changed since: now %s, by %s at %s.", snap.Record.Phase, mention(snap.Record.By), fmtTime(snap.Record.Since))
+		} else {
+			switch e.To {
+			case state.Cutover:
+				if e.From == state.Proxied {
+					b.WriteString("\nNext steps:\n" + nextSteps(m))
+				}
+			case state.Proxied:
+				if e.From == state.Cutover {
+					b.WriteString("\n" + rollbackRunbook(m, decodeChecks(snap.Checks)))
+				}
+			}
+		}
+		return Response{Text: b.String(), Migration: name, Channel: m.Channel, Announce: true}, true, nil
+	}
+	return Response{}, false, nil
 }
 
 // NewRequestID returns a random id for the audit log.

@@ -173,7 +173,7 @@ func TestFlow(t *testing.T) {
 		f.refused(t, operator, "cutover", "example: already in cutover (by <@U0OPS> at 2026-12-01 10:00 UTC); nothing changed.")
 
 		f.advance(50 * time.Hour)
-		contains(t, f.ok(t, nobody, "status example"), "example: phase cutover, day 3 of 14", "Earliest decommission: 2026-12-15 10:00 UTC (in 11 days)",
+		contains(t, f.ok(t, nobody, "status example"), "example: phase cutover, day 3 of 14", "Earliest decommission: 2026-12-15 10:00 UTC (in 11 days 22 hours)",
 			"DNS repointed", "PASS mapping", "Last events:", "cutover by <@U0OPS>: proxied -> cutover")
 
 		resp = f.do(t, paged, "rollback example IMAP logins fail")
@@ -258,7 +258,7 @@ func TestDecommission(t *testing.T) {
 		const phrase = "decommission source.example.org"
 		f.ok(t, admin, "init cutover 2026-11-25")
 		// Day 7 of 14: refused and recorded.
-		f.refused(t, admin, "decommission", "decommission refused, the confidence period runs until 2026-12-09 00:00 UTC (day 7 of 14, 7 days left)")
+		f.refused(t, admin, "decommission", "decommission refused, the confidence period runs until 2026-12-09 00:00 UTC (day 7 of 14, 7 days 15 hours left)")
 		if ev := f.events(t); ev[0].Result != "refused: confidence period not over" {
 			t.Fatalf("early request not audited: %+v", ev[0])
 		}
@@ -334,7 +334,7 @@ func TestStateLoss(t *testing.T) {
 			}
 		}
 		resp := f.refused(t, nobody, "status", "example: no state in Redis.")
-		contains(t, resp.Text, "Redis lost its data", "/migration init example <phase> <since>", "The audit log survived")
+		contains(t, resp.Text, "Redis lost this migration's record", "/migration init example <phase> <since>", "The audit log survived")
 		for _, cmd := range []string{"cutover", "rollback dns broke", "decommission", "extend 3 why", "check"} {
 			user := admin
 			resp := f.refused(t, user, cmd, "example has no state in Redis")
@@ -428,6 +428,9 @@ func TestRedisDown(t *testing.T) {
 		t.Run("down/"+cmd, func(t *testing.T) {
 			start := time.Now()
 			resp := f.refused(t, admin, cmd, "state store (Redis)")
+			if cmd == "rollback x" {
+				contains(t, resp.Text, "was not applied: nothing changed", "If you must roll back now, do it by hand", "Start the proxy: systemctl start proxy")
+			}
 			if took := time.Since(start); took > 3*time.Second {
 				t.Errorf("answered after %v, want under 3s", took)
 			}
@@ -474,6 +477,9 @@ func TestRedisDown(t *testing.T) {
 		}
 		if cmd == "rollback x" {
 			contains(t, resp.Text, "did not answer in time", "may or may not have been applied")
+			if resp.Pending == "" {
+				t.Error("an unknown outcome carries no Pending request id")
+			}
 		}
 	}
 }
@@ -625,4 +631,40 @@ func TestLocalTime(t *testing.T) {
 			t.Errorf("localTime(%q): got %q, want %q", spec, got, want)
 		}
 	}
+}
+
+func TestOneMigrationUnknownName(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "one")
+	f.ok(t, admin, "init")
+	resp := f.refused(t, nobody, "status nosuch", `Error: "nosuch" is not a configured migration (example)`)
+	contains(t, resp.Text, "Usage: /migration status")
+	contains(t, f.ok(t, nobody, "status EXAMPLE"), "example: phase proxied")
+}
+
+// TestSettle: a change answered "may or may not have been applied" is found applied later, and
+// the follow-up announces it with what to do next.
+func TestSettle(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "settle")
+	ctx := context.Background()
+	f.ok(t, admin, "init")
+	f.ok(t, operator, "cutover")
+	if _, applied, err := f.h.Settle(ctx, "example", "req-rollback"); err != nil || applied {
+		t.Fatalf("before the rollback: applied=%v, %v", applied, err)
+	}
+	// The rollback whose answer was lost.
+	f.h.Handle(ctx, Request{UserID: operator, Text: "rollback dns", RequestID: "req-rollback"})
+	resp, applied, err := f.h.Settle(ctx, "example", "req-rollback")
+	if err != nil || !applied || !resp.Announce || resp.Channel != "C0MIG" {
+		t.Fatalf("after the rollback: %+v, applied=%v, %v", resp, applied, err)
+	}
+	contains(t, resp.Text, "Update: the rollback of example by <@U0OPS> at 2026-12-01 09:00 UTC was applied after all", "cutover -> proxied", "Rollback runbook:", "Start the proxy")
+	// Changed since: the follow-up says so instead of a stale runbook.
+	f.ok(t, operator, "cutover")
+	resp, applied, _ = f.h.Settle(ctx, "example", "req-rollback")
+	if !applied || strings.Contains(resp.Text, "Rollback runbook") {
+		t.Fatalf("after a later cutover: applied=%v %q", applied, resp.Text)
+	}
+	contains(t, resp.Text, "It has been changed since: now cutover")
 }

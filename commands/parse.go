@@ -25,7 +25,7 @@ const MaxTextLen = 4000
 
 // Parse splits the text of a command ("/migration rollback example dns broke", or without the
 // leading "/migration") into subcommand, migration and arguments. A word right after the
-// subcommand that names a configured migration is taken as the migration.
+// subcommand that names a configured migration (in any case) is taken as the migration.
 func Parse(text string, migrations []string) (Parsed, error) {
 	if len(text) > MaxTextLen {
 		return Parsed{}, &UsageError{Msg: fmt.Sprintf("command too long (%d characters, at most %d)", len(text), MaxTextLen)}
@@ -44,7 +44,7 @@ func Parse(text string, migrations []string) (Parsed, error) {
 	p := Parsed{Sub: sub, Args: words[1:]}
 	if sub.Name != "help" && len(p.Args) > 0 {
 		for _, m := range migrations {
-			if p.Args[0] == m {
+			if strings.EqualFold(p.Args[0], m) { // names are lowercase; people type "Example"
 				p.Migration, p.Args = m, p.Args[1:]
 				break
 			}

@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 		{name: "extra spaces", text: "  rollback   example   dns  is   broken ", sub: "rollback", mig: "example", args: []string{"dns", "is", "broken"}},
 		{name: "tabs", text: "history\tother\t5", sub: "history", mig: "other", args: []string{"5"}},
 		{name: "no migration", text: "rollback dns broke", sub: "rollback", args: []string{"dns", "broke"}},
-		{name: "migration names are exact", text: "status Example", sub: "status", args: []string{"Example"}},
+		{name: "migration names in any case", text: "status Example", sub: "status", mig: "example"},
 		{name: "force", text: "cutover example force gate is wrong", sub: "cutover", mig: "example", args: []string{"force", "gate", "is", "wrong"}},
 		{name: "confirm", text: "decommission confirm decommission source.example.org", sub: "decommission", args: []string{"confirm", "decommission", "source.example.org"}},
 		{name: "help takes a subcommand", text: "help example", sub: "help", args: []string{"example"}},

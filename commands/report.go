@@ -45,7 +45,7 @@ func (h *Handler) ScheduledReport(ctx context.Context, name string, occurrence t
 	var r ScheduledReport
 	switch {
 	case !snap.Found:
-		r.Text = h.missingReport(c, occurrence)
+		r.Text = h.missingReport(c, occurrence, len(snap.Events) > 0)
 	case snap.Record.Phase == state.Proxied:
 		r.Text, r.Checks = h.progressReport(ctx, c, snap.Record, occurrence)
 	case snap.Record.Phase == state.Cutover:
@@ -101,11 +101,19 @@ func localTime(t time.Time, schedule string) string {
 	return fmt.Sprintf(" (%s %s)", t.In(loc).Format("15:04"), zone)
 }
 
-func (h *Handler) missingReport(c *call, occurrence time.Time) string {
+// missingReport is the report of a migration without state: never initialised (nothing in the
+// audit log either), or lost (the audit log remembers it).
+func (h *Handler) missingReport(c *call, occurrence time.Time, hadEvents bool) string {
 	name := c.m.Name
 	var b strings.Builder
+	if !hadEvents {
+		fmt.Fprintf(&b, "%s: scheduled report%s: not initialised yet.", name, dueNote(occurrence, c.now))
+		fmt.Fprintf(&b, "\nThe migration is configured but was never started: an admin starts it with /migration init %s (in proxied), or /migration init %s <phase> <since> if it is further along.", name, name)
+		h.nextReportLine(&b, name)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "%s: scheduled report%s: NO STATE in Redis.", name, dueNote(occurrence, c.now))
-	fmt.Fprintf(&b, "\nThe migration is configured but Redis has no record of it: it was never initialised, or Redis lost its data (restarted without persistence, flushed, failed over). Commands that change it are refused until an admin restores it with /migration init %s <phase> <since> (for example /migration init %s cutover 2026-12-01T09:00:00Z).", name, name)
+	fmt.Fprintf(&b, "\nRedis has lost this migration's record (restarted without persistence, flushed, failed over), though its audit log remembers it. Commands that change it are refused until an admin restores it with /migration init %s <phase> <since>, using the phase and time of the last transition: see /migration history %s.", name, name)
 	h.nextReportLine(&b, name)
 	return b.String()
 }

@@ -129,8 +129,8 @@ func TestReportByPhase(t *testing.T) {
 		closing   bool
 	}{
 		{
-			name: "no state",
-			want: []string{"example: scheduled report: NO STATE in Redis.", "/migration init example <phase> <since>"},
+			name: "never initialised",
+			want: []string{"example: scheduled report: not initialised yet.", "an admin starts it with /migration init example"},
 		},
 		{
 			name: "proxied, accounts left",
@@ -160,7 +160,7 @@ func TestReportByPhase(t *testing.T) {
 			rec:       &state.Record{Phase: state.Cutover, CutoverAt: t0},
 			at:        2*day + time.Hour,
 			wantFirst: "example: phase cutover, day 3 of 14: confidence reminder",
-			want: []string{"Earliest decommission: 2026-12-15 09:00 UTC (in 11 days)", "Checklist:", "- DNS repointed",
+			want: []string{"Earliest decommission: 2026-12-15 09:00 UTC (in 11 days 23 hours)", "Checklist:", "- DNS repointed",
 				"\nPASS dns: mail.example.org -> 203.0.113.10 (new)\n", "- Source alive as the fallback\nPASS source: source answers",
 				"Fallback: the source still answers", "/migration rollback example <reason>"},
 			not:   []string{"ALERT", "/migration decommission"},
@@ -191,7 +191,7 @@ func TestReportByPhase(t *testing.T) {
 			name:      "cutover, period over",
 			rec:       &state.Record{Phase: state.Cutover, CutoverAt: t0},
 			at:        16 * day,
-			wantFirst: "example: phase cutover, day 17 of 14",
+			wantFirst: "example: phase cutover, day 17 (the 14-day confidence period is over)",
 			want:      []string{"decommissioning the source is now possible", "/migration decommission example", "/migration rollback example"},
 			lines:     7,
 		},
@@ -322,4 +322,21 @@ func TestReportErrors(t *testing.T) {
 	if !errors.Is(err, state.ErrUnavailable) {
 		t.Errorf("report with Redis failing: got %v, want ErrUnavailable", err)
 	}
+}
+
+// TestReportStateLost: a migration whose record is gone but whose audit log remembers it is
+// reported as lost, not as new.
+func TestReportStateLost(t *testing.T) {
+	_, rdb := testredis.Mini(t)
+	f := newFixture(t, rdb, "lost")
+	ctx := context.Background()
+	f.ok(t, admin, "init")
+	if err := rdb.Del(ctx, f.h.Store.Prefix()+":{example}:state").Err(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.h.Report(ctx, "example", f.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	contains(t, r.Text, "example: scheduled report: NO STATE in Redis.", "its audit log remembers it", "/migration history example")
 }

@@ -18,15 +18,15 @@ const MaxReasonLen = 500
 
 func (h *Handler) noArgs(c *call) error {
 	if len(c.args) > 0 {
+		if !c.named {
+			return &UsageError{Msg: fmt.Sprintf("%q is not a configured migration (%s)", clip(c.args[0], 40), strings.Join(h.names(), ", "))}
+		}
 		return h.unexpected(c.args[0])
 	}
 	return nil
 }
 
 func (h *Handler) unexpected(word string) error {
-	if len(h.Migrations) > 1 {
-		return &UsageError{Msg: fmt.Sprintf("unexpected %q: not a configured migration (%s)", clip(word, 40), strings.Join(h.names(), ", "))}
-	}
 	return &UsageError{Msg: fmt.Sprintf("unexpected %q", clip(word, 40))}
 }
 
@@ -53,11 +53,14 @@ func (h *Handler) status(ctx context.Context, c *call) (Response, error) {
 	}
 	var b strings.Builder
 	if !snap.Found {
-		fmt.Fprintf(&b, "%s: no state in Redis.\nThe migration is configured but Redis has no record of it: it was never initialised, or Redis lost its data (restarted without persistence, flushed, failed over). Mutating commands are refused until an admin restores it with /migration init %s <phase> <since>.", c.m.Name, c.m.Name)
-		if len(snap.Events) > 0 {
-			b.WriteString("\nThe audit log survived; its last events:")
-			writeEvents(&b, snap.Events)
+		if len(snap.Events) == 0 {
+			fmt.Fprintf(&b, "%s: no state in Redis: not initialised yet, or Redis lost everything about it (its audit log too).\nAn admin starts it with /migration init %s, or restores it with /migration init %s <phase> <since> (the phase and time of the last transition are in the announcements in %s). Commands that change it are refused until then.",
+				c.m.Name, c.m.Name, c.m.Name, channelMention(c.m.Channel))
+			return Response{Text: b.String(), Failed: true}, nil
 		}
+		fmt.Fprintf(&b, "%s: no state in Redis.\nRedis lost this migration's record (restarted without persistence, flushed, failed over). Commands that change it are refused until an admin restores it with /migration init %s <phase> <since>, from the last transition below.", c.m.Name, c.m.Name)
+		b.WriteString("\nThe audit log survived; its last events:")
+		writeEvents(&b, snap.Events)
 		return Response{Text: b.String(), Failed: true}, nil
 	}
 	rec := snap.Record
@@ -145,7 +148,11 @@ func headline(rec state.Record, now time.Time) string {
 		if day < 1 {
 			day = 1
 		}
-		s += fmt.Sprintf(", day %d of %d", day, rec.ConfidenceDays)
+		if day > rec.ConfidenceDays {
+			s += fmt.Sprintf(", day %d (the %d-day confidence period is over)", day, rec.ConfidenceDays)
+		} else {
+			s += fmt.Sprintf(", day %d of %d", day, rec.ConfidenceDays)
+		}
 	}
 	return s
 }
@@ -697,7 +704,7 @@ func (h *Handler) init(ctx context.Context, c *call) (Response, error) {
 	}
 	text := fmt.Sprintf("%s initialised by %s: phase %s since %s.", c.m.Name, mention(c.req.UserID), rec.Phase, fmtTime(rec.Since))
 	if rec.Phase == state.Cutover {
-		text += fmt.Sprintf(" %s; earliest decommission %s.", strings.TrimPrefix(headline(rec, now), c.m.Name+": phase cutover, "), fmtTime(rec.ConfidenceEnds()))
+		text += fmt.Sprintf(" Confidence period: %s; earliest decommission %s.", strings.TrimPrefix(headline(rec, now), c.m.Name+": phase cutover, "), fmtTime(rec.ConfidenceEnds()))
 	}
 	return Response{Announce: true, Text: text}, nil
 }
@@ -722,11 +729,15 @@ func ago(d time.Duration) string {
 	return fmt.Sprintf("%dd", int(d/(24*time.Hour)))
 }
 
-// until renders a future duration: "11 days", "5 hours", "20 minutes".
+// until renders a future duration: "13 days 23 hours", "5 hours", "20 minutes".
 func until(d time.Duration) string {
 	switch {
 	case d >= 48*time.Hour:
-		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+		days, hours := int(d/(24*time.Hour)), int(d%(24*time.Hour)/time.Hour)
+		if hours == 0 {
+			return fmt.Sprintf("%d days", days)
+		}
+		return fmt.Sprintf("%d days %d hours", days, hours)
 	case d >= 2*time.Hour:
 		return fmt.Sprintf("%d hours", int(d/time.Hour))
 	}

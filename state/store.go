@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"time"
 
@@ -18,6 +19,9 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrUnavailable: Redis did not answer (down, slow, or refused the command).
 	ErrUnavailable = errors.New("state store unavailable")
+	// ErrMaybeApplied: a change was sent and Redis did not answer in time: it may still be
+	// applied (whole: every change is one script). Always wrapped with ErrUnavailable.
+	ErrMaybeApplied = errors.New("outcome unknown")
 )
 
 // ConflictError carries the record as it was when a change was refused.
@@ -246,7 +250,7 @@ func (s *Store) ApplyWithChecks(ctx context.Context, name string, c Change, chec
 	keys := []string{s.keys.state(name), s.keys.audit(name), s.keys.checks(name), s.keys.challenge(name)}
 	res, err := transitionScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
-		return Record{}, nil, wrap(fmt.Sprintf("apply %s to %s", c.Audit.Event, name), err)
+		return Record{}, nil, wrapWrite(fmt.Sprintf("apply %s to %s", c.Audit.Event, name), err)
 	}
 	if len(res) != 3 {
 		return Record{}, nil, fmt.Errorf("%w: unexpected script reply %v", ErrUnavailable, res)
@@ -312,7 +316,7 @@ func (s *Store) Challenge(ctx context.Context, name string, version int64, user,
 	args = append(args, entryFields(audit)...)
 	res, err := challengeScript.Run(ctx, s.rdb, []string{s.keys.state(name), s.keys.audit(name), s.keys.challenge(name)}, args...).StringSlice()
 	if err != nil {
-		return Record{}, wrap("challenge "+name, err)
+		return Record{}, wrapWrite("challenge "+name, err)
 	}
 	return scriptResult(name, res)
 }
@@ -422,7 +426,7 @@ func (s *Store) Confirm(ctx context.Context, name, user, phrase string, now time
 	args = append(args, "at", audit.At.UnixMilli(), "by", audit.By, "event", audit.Event, "reason", audit.Reason, "request_id", audit.RequestID)
 	res, err := confirmScript.Run(ctx, s.rdb, []string{s.keys.state(name), s.keys.audit(name), s.keys.challenge(name)}, args...).StringSlice()
 	if err != nil {
-		return Record{}, wrap("confirm decommission of "+name, err)
+		return Record{}, wrapWrite("confirm decommission of "+name, err)
 	}
 	if len(res) >= 3 && res[0] == "refused" {
 		return Record{}, &RefusedError{Why: res[1], Owner: res[2], Current: decodeRecord(name, pairs(res[3:]))}
@@ -453,6 +457,15 @@ func wrap(op string, err error) error {
 		return ErrNotFound
 	}
 	return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+}
+
+// wrapWrite is wrap for a change: a timeout means the change may have reached Redis.
+func wrapWrite(op string, err error) error {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%s: %w: %w: %w", op, ErrUnavailable, ErrMaybeApplied, err)
+	}
+	return wrap(op, err)
 }
 
 func pairs(flat []string) map[string]string {

@@ -486,7 +486,7 @@ func TestDrillFlushed(t *testing.T) {
 	}
 	stateKey := prefix + ":{drill}:state"
 
-	if text := s.do(t, "U0VIEW", "status"); !strings.Contains(text, "no state in Redis") || !strings.Contains(text, "lost its data") {
+	if text := s.do(t, "U0VIEW", "status"); !strings.Contains(text, "no state in Redis") || !strings.Contains(text, "Redis lost everything about it") {
 		t.Errorf("status after FLUSHALL: %q, want it to report the state loss", text)
 	}
 	for _, c := range []struct{ user, text string }{

@@ -68,7 +68,7 @@ func TestRunShellRealRedis(t *testing.T) {
 		}
 	}
 	got := out.String()
-	for _, want := range []string{"example: no state in Redis.", "example has no state in Redis", "init needs the admin role", "example moved to cutover by @U0OPS1"} {
+	for _, want := range []string{"example: no state in Redis", "example has no state in Redis", "init needs the admin role", "example moved to cutover by @U0OPS1"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}
