@@ -93,6 +93,9 @@ func ParsePorts(vs []any) ([]Port, error) {
 }
 
 func portFromNumber(n int) (Port, error) {
+	if n < 1 || n > 65535 {
+		return Port{}, fmt.Errorf("port %d: not a port number (1 to 65535)", n)
+	}
 	proto, ok := wellKnownPorts[n]
 	if !ok {
 		return Port{}, fmt.Errorf("port %d: not a well-known mail port, write it as \"%d/<protocol>\"", n, n)

@@ -144,7 +144,7 @@ new_addresses = ["203.0.113.300"]
 confidence_days = -3
 report_schedule = "0 25 * * *"
 [migration.checks]
-ports = [25, 8080, "10993/imapz"]
+ports = [25, 8080, "10993/imapz", 99999]
 smtp_address = "nohostport"
 proxy_admin_url = "http://127.0.0.1:9443"
 timeout = "forever"
@@ -183,6 +183,7 @@ decommission_phrase = "bye & <go>"
 		`migration[1] (two).report_schedule: "0 25 * * *"`,
 		"migration[1] (two).checks.ports[1]: port 8080: not a well-known mail port",
 		`migration[1] (two).checks.ports[2]: port "10993/imapz": unknown protocol "imapz"`,
+		"migration[1] (two).checks.ports[3]: port 99999: not a port number (1 to 65535)",
 		`migration[1] (two).checks.smtp_address: "nohostport" must be host:port`,
 		"migration[1] (two).checks.proxy_admin_url",
 		`migration[1] (two).checks.timeout: "forever"`,
