@@ -289,7 +289,11 @@ func TestDecommission(t *testing.T) {
 			t.Errorf("got %d audited refusals, want 5", refusals)
 		}
 
+		// Another admin asking meanwhile takes the phrase over, and is told so.
 		f.ok(t, admin, "decommission")
+		contains(t, f.ok(t, admin2, "decommission"), "This replaces the pending decommission phrase of <@U0ADMIN>")
+		f.refused(t, admin, "decommission confirm "+phrase, "requested by <@U0ADMIN2>")
+		contains(t, f.ok(t, admin, "decommission"), "This replaces the pending decommission phrase of <@U0ADMIN2>")
 		f.advance(time.Minute)
 		resp = f.do(t, admin, "decommission example confirm   "+strings.ReplaceAll(phrase, " ", "  "))
 		if resp.Failed || !resp.Announce {

@@ -553,12 +553,16 @@ func (h *Handler) decommission(ctx context.Context, c *call) (Response, error) {
 	}
 	expires := now.Add(ChallengeTTL)
 	phrase := c.m.Phrase()
-	_, err = h.Store.Challenge(sctx, c.m.Name, rec.Version, c.req.UserID, phrase, expires, ChallengeTTL, audit)
+	_, replaced, err := h.Store.Challenge(sctx, c.m.Name, rec.Version, c.req.UserID, phrase, expires, ChallengeTTL, audit)
 	if resp, ok, err := applied(c.m.Name, state.EventDecommission, err); !ok {
 		return resp, err
 	}
-	return Response{Text: fmt.Sprintf("Decommissioning %s is final: %s stops being the fallback and rollback becomes impossible.\nTo go ahead, type this within 10 minutes (until %s); only you (%s) can:\n/migration decommission %s confirm %s",
-		c.m.Name, orText(c.m.SourceHost, "the source"), fmtTime(expires), mention(c.req.UserID), c.m.Name, phrase)}, nil
+	note := ""
+	if replaced != "" {
+		note = fmt.Sprintf("\nThis replaces the pending decommission phrase of %s, who can no longer confirm it.", mention(replaced))
+	}
+	return Response{Text: fmt.Sprintf("Decommissioning %s is final: %s stops being the fallback and rollback becomes impossible.\nTo go ahead, type this within 10 minutes (until %s); only you (%s) can, exactly as written:\n/migration decommission %s confirm %s%s",
+		c.m.Name, orText(c.m.SourceHost, "the source"), fmtTime(expires), mention(c.req.UserID), c.m.Name, phrase, note)}, nil
 }
 
 func (h *Handler) confirm(ctx context.Context, c *call, phrase string) (Response, error) {

@@ -280,34 +280,43 @@ func replyStrings(v any) []string {
 }
 
 // challengeScript records a decommission challenge if the record is still in cutover at the
-// expected version.
+// expected version, replacing any pending one.
 //
 // KEYS[1] state hash, KEYS[2] audit stream, KEYS[3] challenge hash
 // ARGV[1] expected version, ARGV[2] audit cap, ARGV[3] user, ARGV[4] phrase, ARGV[5] expiry
 // (unix ms), ARGV[6] TTL in ms, the rest the audit entry's field/value pairs.
-// Returns {"ok", record...}, {"conflict", record...} or {"notfound"}.
+// Returns {"ok", replaced, record...} where replaced is the user of a still-valid challenge of
+// someone else that this one replaces (or ""), {"conflict", "", record...} or {"notfound", ""}.
 var challengeScript = redis.NewScript(`
 local cur = redis.call('HGETALL', KEYS[1])
-if #cur == 0 then return {'notfound'} end
+if #cur == 0 then return {'notfound', ''} end
 local rec = {}
 for i = 1, #cur, 2 do rec[cur[i]] = cur[i + 1] end
 if rec['phase'] ~= 'cutover' or rec['version'] ~= ARGV[1] then
+  table.insert(cur, 1, '')
   table.insert(cur, 1, 'conflict')
   return cur
 end
+local now = tonumber(ARGV[5]) - tonumber(ARGV[6])
+local prev = redis.call('HGET', KEYS[3], 'user')
+local prevExpires = tonumber(redis.call('HGET', KEYS[3], 'expires') or '0') or 0
+local replaced = ''
+if prev and prev ~= ARGV[3] and prevExpires > now then replaced = prev end
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'user', ARGV[3], 'phrase', ARGV[4], 'expires', ARGV[5])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
 local xadd = {'XADD', KEYS[2], 'MAXLEN', ARGV[2], '*'}
 for i = 7, #ARGV do xadd[#xadd + 1] = ARGV[i] end
 redis.call(unpack(xadd))
+table.insert(cur, 1, replaced)
 table.insert(cur, 1, 'ok')
 return cur
 `)
 
 // Challenge records that user must type phrase before expires to decommission, provided the
-// record is still in cutover at version. The audit entry is written with it.
-func (s *Store) Challenge(ctx context.Context, name string, version int64, user, phrase string, expires time.Time, ttl time.Duration, audit Entry) (Record, error) {
+// record is still in cutover at version. The audit entry is written with it. replaced is the
+// user whose still-valid challenge this one replaces ("" when none).
+func (s *Store) Challenge(ctx context.Context, name string, version int64, user, phrase string, expires time.Time, ttl time.Duration, audit Entry) (rec Record, replaced string, err error) {
 	audit.From, audit.To = Cutover, Cutover
 	if audit.Result == "" {
 		audit.Result = "ok"
@@ -316,9 +325,13 @@ func (s *Store) Challenge(ctx context.Context, name string, version int64, user,
 	args = append(args, entryFields(audit)...)
 	res, err := challengeScript.Run(ctx, s.rdb, []string{s.keys.state(name), s.keys.audit(name), s.keys.challenge(name)}, args...).StringSlice()
 	if err != nil {
-		return Record{}, wrapWrite("challenge "+name, err)
+		return Record{}, "", wrapWrite("challenge "+name, err)
 	}
-	return scriptResult(name, res)
+	if len(res) < 2 {
+		return Record{}, "", fmt.Errorf("%w: unexpected script reply %q", ErrUnavailable, res)
+	}
+	rec, err = scriptResult(name, append([]string{res[0]}, res[2:]...))
+	return rec, res[1], err
 }
 
 // Refusal reasons of Confirm.

@@ -198,7 +198,7 @@ func TestStoreDecommissionChallenge(t *testing.T) {
 		issue := func(at time.Time) {
 			t.Helper()
 			cur, _ := s.Get(ctx, "m1")
-			if _, err := s.Challenge(ctx, "m1", cur.Version, "U1", phrase, at.Add(10*time.Minute), 10*time.Minute, Entry{At: at, By: "U1", Event: "decommission request"}); err != nil {
+			if _, _, err := s.Challenge(ctx, "m1", cur.Version, "U1", phrase, at.Add(10*time.Minute), 10*time.Minute, Entry{At: at, By: "U1", Event: "decommission request"}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -217,7 +217,7 @@ func TestStoreDecommissionChallenge(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Run("before the period ends", func(t *testing.T) { refused(t, "U1", phrase, ends.Add(time.Minute), RefusedEarly) })
-		if _, err := s.Challenge(ctx, "m1", cur.Version, "U1", phrase, ends, time.Minute, Entry{}); !errors.Is(err, ErrConflict) {
+		if _, _, err := s.Challenge(ctx, "m1", cur.Version, "U1", phrase, ends, time.Minute, Entry{}); !errors.Is(err, ErrConflict) {
 			t.Fatalf("challenge at a stale version: got %v, want ErrConflict", err)
 		}
 
@@ -406,7 +406,7 @@ func TestStoreRetriedScripts(t *testing.T) {
 		}
 		// Decommission confirmed twice by the same request.
 		done := t0.Add(15 * 24 * time.Hour)
-		if _, err := s.Challenge(ctx, "m1", 2, "U1", "bye", done.Add(time.Minute), time.Minute, Entry{At: done, By: "U1"}); err != nil {
+		if _, _, err := s.Challenge(ctx, "m1", 2, "U1", "bye", done.Add(time.Minute), time.Minute, Entry{At: done, By: "U1"}); err != nil {
 			t.Fatal(err)
 		}
 		for range 2 {
@@ -435,7 +435,7 @@ func TestStoreRollbackDropsChallenge(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Challenge(ctx, "m1", rec.Version, "U1", "bye", t0.Add(10*time.Minute), 10*time.Minute, Entry{At: t0}); err != nil {
+		if _, _, err := s.Challenge(ctx, "m1", rec.Version, "U1", "bye", t0.Add(10*time.Minute), 10*time.Minute, Entry{At: t0}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := s.Apply(ctx, "m1", Change{From: Cutover, Next: Record{Phase: Proxied, Since: t0}, Audit: Entry{Event: "rollback"}}); err != nil {
