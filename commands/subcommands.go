@@ -80,6 +80,10 @@ func (h *Handler) status(ctx context.Context, c *call) (Response, error) {
 		}
 		b.WriteString("\nChecklist:")
 		for _, item := range Checklist {
+			if !anyResult(last, item.IDs) {
+				fmt.Fprintf(&b, "\n  %s: not checked yet", item.Label)
+				continue
+			}
 			fmt.Fprintf(&b, "\n  %s", item.Label)
 			writeLast(&b, last, item.IDs, rec.Phase, c.now, "    ")
 		}
@@ -171,6 +175,16 @@ func writeLast(b *strings.Builder, last map[string]checks.Result, ids []string, 
 			fmt.Fprintf(b, "\n%s%s %s: not checked yet", indent, checks.Skip.Word(), id)
 		}
 	}
+}
+
+// anyResult reports whether any of the checks ids has a stored result.
+func anyResult(last map[string]checks.Result, ids []string) bool {
+	for _, id := range ids {
+		if _, ok := last[id]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // current returns the last result of check id if it was judged against phase; otherwise ok is
