@@ -3,7 +3,6 @@ package commands
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -456,21 +455,7 @@ func TestRedisDown(t *testing.T) {
 	f.ok(t, operator, "cutover")
 
 	// A Redis that accepts connections and never answers.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
-	hung := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: time.Second, ContextTimeoutEnabled: true, DisableIdentity: true})
+	hung := redis.NewClient(&redis.Options{Addr: testredis.Silent(t), ReadTimeout: time.Second, ContextTimeoutEnabled: true, DisableIdentity: true})
 	defer hung.Close()
 	f.h.Store = state.NewStore(hung, "down")
 	for _, cmd := range []string{"status", "rollback x"} {

@@ -14,32 +14,11 @@ import (
 
 var regexpCheckLine = regexp.MustCompile(`^(PASS|WARN|FAIL|SKIP) [a-z]+: \S`)
 
-// silentPeer accepts TCP connections and never says a word; it returns its address.
-func silentPeer(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { <-done; c.Close() }()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // TestServeChecksAgainstSilentPeers: /migration check against peers that never answer gets its
 // HTTP answer at once, and the results arrive through response_url when the timeouts fire.
 func TestServeChecksAgainstSilentPeers(t *testing.T) {
 	m, _ := testredis.Mini(t)
-	peer := silentPeer(t)
+	peer := testredis.Silent(t)
 	_, port, _ := net.SplitHostPort(peer)
 	dnsSock, err := net.ListenPacket("udp", "127.0.0.1:0") // reads nothing, answers nothing
 	if err != nil {

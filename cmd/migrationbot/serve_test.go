@@ -543,32 +543,7 @@ func TestServeDoubleCutover(t *testing.T) {
 // hangingRedis accepts connections and never answers.
 func hangingRedis(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return "redis://" + ln.Addr().String() + "/0"
+	return "redis://" + testredis.Silent(t) + "/0"
 }
 
 // TestServeHangingRedis: with a Redis that accepts and never answers, every command still gets
