@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -8,7 +9,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -88,17 +91,25 @@ var reservedNames = []string{"force", "confirm", "proxied", "cutover", "decommis
 
 // loadConfig reads and validates the file at path, reporting every problem at once.
 func loadConfig(path string) (*Config, error) {
-	var cfg Config
-	md, err := toml.DecodeFile(path, &cfg)
-	if err != nil {
+	// Two passes, so that a value of the wrong type does not hide every other problem: the file
+	// is read as plain TOML, unknown keys and wrong types are noted and dropped, and what is left
+	// is decoded into Config and checked.
+	var raw map[string]any
+	if _, err := toml.DecodeFile(path, &raw); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var problems []string
 	add := func(key, format string, a ...any) {
 		problems = append(problems, fmt.Sprintf("%s: %s", key, fmt.Sprintf(format, a...)))
 	}
-	for _, k := range md.Undecoded() {
-		add(k.String(), "unknown key")
+	shapeProblems(reflect.TypeFor[Config](), raw, "", add)
+	var buf bytes.Buffer
+	if err := toml.NewEncoder(&buf).Encode(raw); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var cfg Config
+	if _, err := toml.Decode(buf.String(), &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if cfg.KeyPrefix != "" && strings.ContainsAny(cfg.KeyPrefix, "{} \t") {
 		add("key_prefix", "must not contain braces or spaces, got %q", cfg.KeyPrefix)
@@ -199,6 +210,115 @@ func checkMigration(mc migrationConfig, dir string, add func(field, format strin
 	}
 	m.Checks = checkChecks(mc.Checks, dir, func(field, format string, a ...any) { add("checks."+field, format, a...) })
 	return m
+}
+
+// shapeProblems reports (and deletes from raw) the keys of raw that t has no field for and the
+// values whose TOML type does not fit the field's Go type, with their keys.
+func shapeProblems(t reflect.Type, raw map[string]any, path string, add func(key, format string, a ...any)) {
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		if tag := t.Field(i).Tag.Get("toml"); tag != "" && tag != "-" {
+			fields[tag] = t.Field(i).Type
+		}
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		key := k
+		if path != "" {
+			key = path + "." + k
+		}
+		ft, ok := fields[k]
+		if !ok {
+			add(key, "unknown key")
+			delete(raw, k)
+			continue
+		}
+		if want := shapeOf(ft, raw[k], key, add); want != "" {
+			add(key, "want %s, got %s", want, tomlType(raw[k]))
+			delete(raw, k)
+		}
+	}
+}
+
+// shapeOf checks v against Go type t; it returns what was wanted when v does not fit.
+func shapeOf(t reflect.Type, v any, key string, add func(key, format string, a ...any)) string {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			return "a string in quotes"
+		}
+	case reflect.Int:
+		if _, ok := v.(int64); !ok {
+			return "a whole number without quotes"
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			return "true or false"
+		}
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			return "a table"
+		}
+		shapeProblems(t, m, key, add)
+	case reflect.Slice:
+		switch t.Elem().Kind() {
+		case reflect.Struct:
+			tables, ok := v.([]map[string]any)
+			if !ok {
+				return "an array of tables ([[" + key + "]])"
+			}
+			for i, m := range tables {
+				sub := fmt.Sprintf("%s[%d]", key, i)
+				if name, ok := m["name"].(string); ok && name != "" {
+					sub += " (" + name + ")"
+				}
+				shapeProblems(t.Elem(), m, sub, add)
+			}
+		case reflect.String:
+			list, ok := v.([]any)
+			if !ok {
+				return `a list of strings, like ["a", "b"]`
+			}
+			for _, x := range list {
+				if _, ok := x.(string); !ok {
+					return `a list of strings, like ["a", "b"]`
+				}
+			}
+		default:
+			if _, ok := v.([]any); !ok {
+				return "a list, like [25, 993]"
+			}
+		}
+	}
+	return ""
+}
+
+func tomlType(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "a number"
+	case float64:
+		return "a decimal number"
+	case bool:
+		return "a boolean"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a table"
+	case []map[string]any:
+		return "an array of tables"
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // parseSchedule parses a cron spec with an optional CRON_TZ= or TZ= prefix, without panicking.

@@ -173,7 +173,7 @@ decommission_phrase = "bye & <go>"
 	msg := err.Error()
 	for _, want := range []string{
 		"colour: unknown key",
-		"migration.checks.typo_key: unknown key",
+		"migration[1] (two).checks.typo_key: unknown key",
 		`roles.admins: "bob" is not a Slack user ID`,
 		`roles.operators: "x" is not a Slack user ID`,
 		"migration[0].name: missing",
@@ -207,6 +207,52 @@ decommission_phrase = "bye & <go>"
 		t.Fatal("run accepted a bad config")
 	} else if ue := (usageError{}); errors.As(err, &ue) {
 		t.Fatalf("a config problem is not a usage error: %v", err)
+	}
+}
+
+// TestLoadConfigWrongTypes: values of the wrong TOML type are reported with their keys, along
+// with every other problem, not as the decoder's first error alone.
+func TestLoadConfigWrongTypes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "types.toml")
+	bad := `
+[roles]
+admins = "U0ADMIN"
+operators = ["U0OPS", 7]
+
+[[migration]]
+name = "alpha"
+channel = "C0ALPHA"
+source_host = "old.example.org"
+confidence_days = "14"
+new_addresses = ["not-an-ip"]
+[migration.checks]
+ports = 993
+proxy_insecure = "yes"
+timeout = 5
+`
+	if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path)
+	if err == nil {
+		t.Fatal("bad config loaded")
+	}
+	for _, want := range []string{
+		`roles.admins: want a list of strings, like ["a", "b"], got a string`,
+		`roles.operators: want a list of strings, like ["a", "b"], got a list`,
+		"migration[0] (alpha).confidence_days: want a whole number without quotes, got a string",
+		"migration[0] (alpha).checks.ports: want a list, like [25, 993], got a number",
+		"migration[0] (alpha).checks.proxy_insecure: want true or false, got a string",
+		"migration[0] (alpha).checks.timeout: want a string in quotes, got a number",
+		`migration[0] (alpha).new_addresses: "not-an-ip" is not an IP address`, // checked as well
+		"roles.admins: at least one admin is required",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(err)
 	}
 }
 
