@@ -203,6 +203,9 @@ func (h *Handler) Handle(ctx context.Context, req Request) (Response, error) {
 		return h.help(c), nil
 	}
 	if c.role < p.Sub.Role {
+		if p.Sub.Name == "decommission" {
+			h.auditDenied(ctx, c, p)
+		}
 		return h.denied(c, p.Sub.Role), nil
 	}
 	c.named = p.Migration != ""
@@ -248,6 +251,26 @@ func (h *Handler) Handle(ctx context.Context, req Request) (Response, error) {
 	resp.Migration = c.m.Name
 	resp.Channel = c.m.Channel
 	return resp, err
+}
+
+// auditDenied records a decommission attempt by someone who is not an admin: the one step that
+// cannot be undone leaves a trace of every try. Best effort: the caller is refused either way.
+func (h *Handler) auditDenied(ctx context.Context, c *call, p Parsed) {
+	m, err := h.pick(p.Migration, c.req.ChannelID)
+	if err != nil {
+		return
+	}
+	event := "decommission request"
+	if len(p.Args) > 0 && strings.EqualFold(p.Args[0], "confirm") {
+		event = string(state.EventDecommission)
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	err = h.Store.Audit(sctx, m.Name, state.Entry{At: c.now, By: c.req.UserID, Event: event,
+		Result: "refused: not an admin", RequestID: c.req.RequestID})
+	if err != nil {
+		h.log().Warn("could not record a refused decommission attempt", "migration", m.Name, "user", c.req.UserID, "err", err)
+	}
 }
 
 // pick finds the migration a command is about.
@@ -303,7 +326,11 @@ func (h *Handler) storeError(c *call, err error) Response {
 		text = fmt.Sprintf("%s has no state in Redis: it was never initialised, or Redis lost its data. Nothing changed.\nAn admin restores it with /migration init %s <phase> <since>, using the phase and time of the last transition: see the announcements in %s, or /migration history %s if the audit log survived.",
 			name, name, channelMention(c.m.Channel), name)
 	case errors.Is(err, state.ErrMaybeApplied):
-		return Response{Failed: true, Pending: c.req.RequestID, Text: fmt.Sprintf("The state store (Redis) did not answer in time: the %s may or may not have been applied (never half-written). If it turns out applied, it will be announced in %s; check /migration status %s before retrying.", c.sub.Name, channelMention(c.m.Channel), name)}
+		text = fmt.Sprintf("The state store (Redis) did not answer in time: the %s may or may not have been applied (never half-written). If it turns out applied, it will be announced in %s; check /migration status %s before retrying.", c.sub.Name, channelMention(c.m.Channel), name)
+		if c.sub.Name == "rollback" {
+			text += "\nIf you must roll back now, do it by hand:\n" + rollbackRunbook(c.m, nil)
+		}
+		return Response{Failed: true, Pending: c.req.RequestID, Text: text}
 	case c.sub.Role > Anyone:
 		text = fmt.Sprintf("The state store (Redis) is unavailable, so %s was not applied: nothing changed. Try again in a moment; /migration help still works.", c.sub.Name)
 	default:
@@ -311,7 +338,11 @@ func (h *Handler) storeError(c *call, err error) Response {
 	}
 	if c.sub.Name == "rollback" {
 		// Mid-incident the rollback must not wait for Redis: the runbook is known without it.
-		text += "\nIf you must roll back now, do it by hand and record it once Redis is back:\n" + rollbackRunbook(c.m, nil)
+		later := "record it once Redis is back"
+		if errors.Is(err, state.ErrNotFound) {
+			later = "then have an admin restore the state with /migration init " + name + " proxied"
+		}
+		text += "\nIf you must roll back now, do it by hand, and " + later + ":\n" + rollbackRunbook(c.m, nil)
 	}
 	return Response{Failed: true, Text: text}
 }

@@ -186,7 +186,7 @@ func TestFlow(t *testing.T) {
 		}
 		hist := f.ok(t, nobody, "history")
 		contains(t, hist, "last 3 events", "rollback by <@U0PAGED>: cutover -> proxied (IMAP logins fail)", "init by <@U0ADMIN>: none -> proxied")
-		contains(t, f.ok(t, nobody, "history 1"), "last 1 events")
+		contains(t, f.ok(t, nobody, "history 1"), "example: last event:\n  ")
 	})
 }
 
@@ -262,6 +262,9 @@ func TestDecommission(t *testing.T) {
 			t.Fatalf("early request not audited: %+v", ev[0])
 		}
 		f.refused(t, operator, "decommission", "decommission needs the admin role")
+		if ev := f.events(t); ev[0].Result != "refused: not an admin" || ev[0].By != operator || ev[0].Event != "decommission request" {
+			t.Fatalf("an operator's decommission attempt is not audited: %+v", ev[0])
+		}
 		f.refused(t, admin, "decommission confirm "+phrase, "no decommission is pending")
 
 		f.advance(9 * 24 * time.Hour) // 2026-12-10: the period is over
@@ -284,8 +287,8 @@ func TestDecommission(t *testing.T) {
 				refusals++
 			}
 		}
-		if refusals != 5 { // early request, no challenge, wrong phrase, other user, expired
-			t.Errorf("got %d audited refusals, want 5", refusals)
+		if refusals != 6 { // early request, not an admin, no challenge, wrong phrase, other user, expired
+			t.Errorf("got %d audited refusals, want 6", refusals)
 		}
 
 		// Another admin asking meanwhile takes the phrase over, and is told so.
@@ -629,6 +632,65 @@ func TestOneMigrationUnknownName(t *testing.T) {
 	resp := f.refused(t, nobody, "status nosuch", `Error: "nosuch" is not a configured migration (example)`)
 	contains(t, resp.Text, "Usage: /migration status")
 	contains(t, f.ok(t, nobody, "status EXAMPLE"), "example: phase proxied")
+	contains(t, f.ok(t, nobody, `status "example"`), "example: phase proxied")
+	// A mistyped name answers the same way whatever the subcommand.
+	for _, cmd := range []string{"cutover nosuch", "decommission nosuch", "history nosuch 3", "extend nosuch 3 why", "check nosuch"} {
+		resp := f.refused(t, admin, cmd, `Error: "nosuch" is not a configured migration (example)`)
+		contains(t, resp.Text, "Usage: /migration "+strings.Fields(cmd)[0])
+	}
+	f.refused(t, admin, "init nosuch", `Error: "nosuch" is neither a phase (proxied, cutover, decommissioned) nor a configured migration (example)`)
+	// Named, the same word is just unexpected.
+	f.refused(t, admin, "cutover example nosuch", `Error: unexpected "nosuch"`)
+	if p := f.phase(t); p != state.Proxied {
+		t.Fatalf("phase %s after bad input", p)
+	}
+}
+
+// TestOperatorMistakes: what a hurried operator gets wrong is refused with what to do instead.
+func TestOperatorMistakes(t *testing.T) {
+	backends(t, func(t *testing.T, f *fixture) {
+		ctx := context.Background()
+		f.refused(t, admin, "init cutover 1970-01-01T00:00:00Z", `since "1970-01-01T00:00:00Z" is before 2000`)
+		f.refused(t, admin, "init decommissioned 2026-11-01", "init decommissioned is final")
+		resp := f.refused(t, admin, "init decommissioned 2026-11-01 confirm decommission source", "/migration init example decommissioned 2026-11-01T00:00:00Z confirm decommission source.example.org")
+		if n, _ := f.rdb.Exists(ctx, f.h.Store.Prefix()+":{example}:state").Result(); n != 0 {
+			t.Fatalf("a refused init wrote state: %s", resp.Text)
+		}
+
+		f.ok(t, admin, "init")
+		f.refused(t, admin, "init", "already initialised, in phase proxied since 2026-12-01 09:00 UTC (by <@U0ADMIN>); nothing changed. See /migration status example.")
+		// The gate passes: force is not needed, and the cutover is a normal one that keeps the reason.
+		text := f.ok(t, admin, "cutover force change window closes")
+		contains(t, text, "moved to cutover", "force was not needed: recorded as a normal cutover", "PASS mapping")
+		if strings.Contains(text, "FORCED") {
+			t.Errorf("a passing gate was reported forced: %s", text)
+		}
+		if ev := f.events(t)[0]; ev.Event != "cutover" || ev.Reason != "source-empty gate passed; force not needed: change window closes" {
+			t.Errorf("audit: %+v", ev)
+		}
+		for _, empty := range []string{`rollback ""`, "rollback ''", "rollback -- ...", `extend 3 ""`} {
+			f.refused(t, admin, empty, "needs a reason")
+		}
+		if p := f.phase(t); p != state.Cutover {
+			t.Fatalf("phase %s after empty reasons", p)
+		}
+		f.refused(t, admin, "decommission confirm decommission source.example.org", "no decommission is pending, and none can be before the confidence period ends at 2026-12-15 09:00 UTC")
+		f.refused(t, operator, "decommission confirm decommission source.example.org", "decommission needs the admin role")
+		if ev := f.events(t)[0]; ev.Event != "decommission" || ev.Result != "refused: not an admin" || ev.By != operator {
+			t.Errorf("an operator's confirm attempt is not audited: %+v", ev)
+		}
+		f.ok(t, admin, "extend -3 shorter") // 11 days
+		f.advance(12 * 24 * time.Hour)
+		contains(t, f.ok(t, admin, "extend -1 the new server held"), "decommissioning is possible now (/migration decommission example)")
+		f.refused(t, operator, "decommission", "needs the admin role")
+
+		// State lost with the audit log kept: a bare init says where the log says it was.
+		keys, _ := f.rdb.Keys(ctx, f.h.Store.Prefix()+":{example}:state").Result()
+		f.rdb.Del(ctx, keys...)
+		resp = f.refused(t, admin, "init", "its state is missing but its audit log survived, and the last transition moved it to cutover at 2026-12-01 09:00 UTC")
+		contains(t, resp.Text, "/migration init example cutover 2026-12-01T09:00:00Z")
+		contains(t, f.ok(t, admin, "init example cutover 2026-12-01T09:00:00Z"), "phase cutover since 2026-12-01 09:00 UTC")
+	})
 }
 
 // TestSettle: a change answered "may or may not have been applied" is found applied later, and

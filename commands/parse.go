@@ -28,7 +28,7 @@ const MaxTextLen = 4000
 // subcommand that names a configured migration (in any case) is taken as the migration.
 func Parse(text string, migrations []string) (Parsed, error) {
 	if len(text) > MaxTextLen {
-		return Parsed{}, &UsageError{Msg: fmt.Sprintf("command too long (%d characters, at most %d)", len(text), MaxTextLen)}
+		return Parsed{}, &UsageError{Msg: fmt.Sprintf("command too long (%d bytes, at most %d)", len(text), MaxTextLen)}
 	}
 	words := strings.Fields(text)
 	if len(words) > 0 && strings.EqualFold(words[0], "/migration") {
@@ -44,7 +44,8 @@ func Parse(text string, migrations []string) (Parsed, error) {
 	p := Parsed{Sub: sub, Args: words[1:]}
 	if sub.Name != "help" && len(p.Args) > 0 {
 		for _, m := range migrations {
-			if strings.EqualFold(p.Args[0], m) { // names are lowercase; people type "Example"
+			// Names are lowercase; people type "Example", or quote it.
+			if strings.EqualFold(strings.Trim(p.Args[0], `"'“”‘’`+"`"), m) {
 				p.Migration, p.Args = m, p.Args[1:]
 				break
 			}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/migrationbot/migrationbot/checks"
 	"github.com/migrationbot/migrationbot/state"
@@ -18,12 +19,18 @@ const MaxReasonLen = 500
 
 func (h *Handler) noArgs(c *call) error {
 	if len(c.args) > 0 {
-		if !c.named {
-			return &UsageError{Msg: fmt.Sprintf("%q is not a configured migration (%s)", clip(c.args[0], 40), strings.Join(h.names(), ", "))}
-		}
-		return h.unexpected(c.args[0])
+		return h.stray(c, c.args[0])
 	}
 	return nil
+}
+
+// stray answers a word a subcommand did not expect at the place where a migration name may
+// stand: when no name was given, the word was most likely meant as one.
+func (h *Handler) stray(c *call, word string) error {
+	if !c.named {
+		return &UsageError{Msg: fmt.Sprintf("%q is not a configured migration (%s)", clip(word, 40), strings.Join(h.names(), ", "))}
+	}
+	return h.unexpected(word)
 }
 
 func (h *Handler) unexpected(word string) error {
@@ -32,7 +39,8 @@ func (h *Handler) unexpected(word string) error {
 
 func reasonOf(words []string, what string) (string, error) {
 	r := strings.Join(words, " ")
-	if r == "" {
+	// Empty quotes, or only punctuation, say nothing: a reason has a letter or digit.
+	if !strings.ContainsFunc(r, func(c rune) bool { return unicode.IsLetter(c) || unicode.IsDigit(c) }) {
 		return "", &UsageError{Msg: what + " needs a reason"}
 	}
 	if len(r) > MaxReasonLen {
@@ -53,7 +61,7 @@ func (h *Handler) status(ctx context.Context, c *call) (Response, error) {
 	}
 	var b strings.Builder
 	if !snap.Found {
-		if len(snap.Events) == 0 {
+		if _, _, ok := lastPhase(snap.Events); !ok {
 			fmt.Fprintf(&b, "%s: no state in Redis: not initialised yet, or Redis lost everything about it (its audit log too).\nAn admin starts it with /migration init %s, or restores it with /migration init %s <phase> <since> (the phase and time of the last transition are in the announcements in %s). Commands that change it are refused until then.",
 				c.m.Name, c.m.Name, c.m.Name, channelMention(c.m.Channel))
 			return Response{Text: b.String(), Failed: true}, nil
@@ -304,15 +312,18 @@ func (h *Handler) check(ctx context.Context, c *call) (Response, error) {
 
 func (h *Handler) history(ctx context.Context, c *call) (Response, error) {
 	n := 10
-	if len(c.args) > 1 {
-		return Response{}, h.unexpected(c.args[1])
-	}
-	if len(c.args) == 1 {
+	if len(c.args) > 0 {
 		v, err := strconv.Atoi(c.args[0])
+		if err != nil && !c.named {
+			return Response{}, h.stray(c, c.args[0])
+		}
 		if err != nil || v < 1 || v > 100 {
 			return Response{}, &UsageError{Msg: fmt.Sprintf("n must be a number from 1 to 100, not %q", clip(c.args[0], 20))}
 		}
 		n = v
+	}
+	if len(c.args) > 1 {
+		return Response{}, h.unexpected(c.args[1])
 	}
 	sctx, cancel := h.storeCtx(ctx)
 	defer cancel()
@@ -324,14 +335,22 @@ func (h *Handler) history(ctx context.Context, c *call) (Response, error) {
 		return Response{Text: fmt.Sprintf("%s: no events recorded.", c.m.Name)}, nil
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: last %d events, newest first:", c.m.Name, len(events))
+	if len(events) == 1 {
+		fmt.Fprintf(&b, "%s: last event:", c.m.Name)
+	} else {
+		fmt.Fprintf(&b, "%s: last %d events, newest first:", c.m.Name, len(events))
+	}
 	writeEvents(&b, events)
 	return Response{Text: b.String()}, nil
 }
 
 // refusal answers a change that does not apply to the record's phase.
 func refusal(name string, rec state.Record, why string) Response {
-	return Response{Failed: true, Text: fmt.Sprintf("%s: %s (by %s at %s); nothing changed.", name, why, mention(rec.By), fmtTime(rec.Since))}
+	if strings.HasPrefix(why, "already") || strings.HasPrefix(why, "nothing to roll back") {
+		// "already in cutover (by X at T)": who moved it there, and when.
+		return Response{Failed: true, Text: fmt.Sprintf("%s: %s (by %s at %s); nothing changed.", name, why, mention(rec.By), fmtTime(rec.Since))}
+	}
+	return Response{Failed: true, Text: fmt.Sprintf("%s: %s; nothing changed. It is in phase %s since %s (by %s).", name, why, rec.Phase, fmtTime(rec.Since), mention(rec.By))}
 }
 
 // conflict answers a change that lost a race: the record moved since it was read.
@@ -360,7 +379,7 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 	reason := ""
 	if len(c.args) > 0 {
 		if !strings.EqualFold(c.args[0], "force") {
-			return Response{}, h.unexpected(c.args[0])
+			return Response{}, h.stray(c, c.args[0])
 		}
 		if c.role < Admin {
 			return h.denied(&call{req: c.req, sub: &Subcommand{Name: "cutover force"}, unchecked: c.unchecked}, Admin), nil
@@ -401,6 +420,11 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 		fmt.Fprintf(&b, "\nFix these, or an admin overrides with /migration cutover %s force <reason>.", c.m.Name)
 		return Response{Text: b.String(), Failed: true, Checks: gate}, nil
 	}
+	// A force past a gate that did not fail is a normal cutover; the reason is kept.
+	needless := ""
+	if force && len(failing) == 0 {
+		force, needless = false, reason
+	}
 	event := string(state.EventCutover)
 	switch {
 	case force:
@@ -409,6 +433,9 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 		reason = "source-empty gate not configured: nothing was checked"
 	default:
 		reason = "source-empty gate passed"
+	}
+	if needless != "" {
+		reason += "; force not needed: " + needless
 	}
 	now := h.now()
 	sctx, cancel := h.storeCtx(ctx)
@@ -427,6 +454,9 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 	fmt.Fprintf(&b, "%s moved to cutover by %s", c.m.Name, mention(c.req.UserID))
 	if force {
 		fmt.Fprintf(&b, ", FORCED past a failing gate: %s", reason)
+	}
+	if needless != "" {
+		fmt.Fprintf(&b, " (the gate did not fail, so force was not needed: recorded as a normal cutover, with your reason %q)", needless)
 	}
 	fmt.Fprintf(&b, ".\nConfidence period: %d days; earliest decommission %s.", next.ConfidenceDays, fmtTime(next.ConfidenceEnds()))
 	for _, r := range gate {
@@ -538,7 +568,7 @@ func rollbackRunbook(m *Migration, last map[string]checks.Result) string {
 func (h *Handler) decommission(ctx context.Context, c *call) (Response, error) {
 	if len(c.args) > 0 {
 		if !strings.EqualFold(c.args[0], "confirm") {
-			return Response{}, h.unexpected(c.args[0])
+			return Response{}, h.stray(c, c.args[0])
 		}
 		phrase := strings.Join(c.args[1:], " ")
 		if phrase == "" {
@@ -586,6 +616,10 @@ func (h *Handler) confirm(ctx context.Context, c *call, phrase string) (Response
 	_, err := h.Store.Confirm(sctx, c.m.Name, c.req.UserID, phrase, now, state.Entry{
 		At: now, Event: string(state.EventDecommission), RequestID: c.req.RequestID,
 	})
+	if err != nil && phrase != c.m.Phrase() && !errors.As(err, new(*state.RefusedError)) {
+		// Redis did not answer, but a wrong phrase could never have applied: say so plainly.
+		return Response{Failed: true, Text: fmt.Sprintf("%s: decommission refused, the phrase does not match; nothing changed. The state store (Redis) did not answer, so this attempt could not be recorded.", c.m.Name)}, nil
+	}
 	var re *state.RefusedError
 	if errors.As(err, &re) {
 		name := c.m.Name
@@ -593,13 +627,19 @@ func (h *Handler) confirm(ctx context.Context, c *call, phrase string) (Response
 		switch re.Why {
 		case state.RefusedPhase:
 			_, terr := state.Next(re.Current.Phase, state.EventDecommission)
-			return refusal(name, re.Current, terr.Error()+"; this attempt is recorded"), nil
+			resp := refusal(name, re.Current, terr.Error())
+			resp.Text += " This attempt is recorded."
+			return resp, nil
 		case state.RefusedNoChallenge:
-			msg = fmt.Sprintf("no decommission is pending: run /migration decommission %s first to get the phrase", name)
+			if ends := re.Current.ConfidenceEnds(); now.Before(ends) {
+				msg = fmt.Sprintf("no decommission is pending, and none can be before the confidence period ends at %s", fmtTime(ends))
+			} else {
+				msg = fmt.Sprintf("no decommission is pending: run /migration decommission %s first to get the phrase", name)
+			}
 		case state.RefusedExpired:
 			msg = fmt.Sprintf("the phrase expired (it is valid for 10 minutes): run /migration decommission %s again", name)
 		case state.RefusedOtherUser:
-			msg = fmt.Sprintf("this decommission was requested by %s, and only they can confirm it", mention(re.Owner))
+			msg = fmt.Sprintf("this decommission was requested by %s, and only they can confirm it (or run /migration decommission %s for a phrase of your own, which replaces theirs)", mention(re.Owner), name)
 		case state.RefusedPhrase:
 			msg = fmt.Sprintf("the phrase does not match; type exactly: /migration decommission %s confirm %s", name, c.m.Phrase())
 		case state.RefusedEarly:
@@ -621,6 +661,9 @@ func (h *Handler) extend(ctx context.Context, c *call) (Response, error) {
 		return Response{}, &UsageError{Msg: "extend needs a number of days and a reason"}
 	}
 	days, err := strconv.Atoi(c.args[0])
+	if err != nil && !c.named && strings.TrimLeft(c.args[0], "+-0123456789") == c.args[0] {
+		return Response{}, h.stray(c, c.args[0])
+	}
 	if err != nil || days == 0 || days < -365 || days > 365 {
 		return Response{}, &UsageError{Msg: fmt.Sprintf("days must be a whole number from -365 to 365 other than 0, not %q", clip(c.args[0], 20))}
 	}
@@ -656,8 +699,12 @@ func (h *Handler) extend(ctx context.Context, c *call) (Response, error) {
 	if days < 0 {
 		verb = "shortened"
 	}
-	return Response{Announce: true, Text: fmt.Sprintf("%s: confidence period %s by %d days to %d by %s: %s\nEarliest decommission: %s.",
-		c.m.Name, verb, abs(days), total, mention(c.req.UserID), reason, fmtTime(next.ConfidenceEnds()))}, nil
+	text := fmt.Sprintf("%s: confidence period %s by %d days to %d by %s: %s\nEarliest decommission: %s.",
+		c.m.Name, verb, abs(days), total, mention(c.req.UserID), reason, fmtTime(next.ConfidenceEnds()))
+	if !now.Before(next.ConfidenceEnds()) {
+		text += fmt.Sprintf(" The period is over: decommissioning is possible now (/migration decommission %s).", c.m.Name)
+	}
+	return Response{Announce: true, Text: text}, nil
 }
 
 func abs(n int) int {
@@ -670,11 +717,18 @@ func abs(n int) int {
 // sinceLayouts are the forms init accepts for [since], all read as UTC unless they carry a zone.
 var sinceLayouts = []string{time.RFC3339, "2006-01-02T15:04", "2006-01-02 15:04", "2006-01-02"}
 
+// earliestSince is the earliest time init accepts: anything older is a typo, and the Unix
+// epoch would read as "unknown time".
+var earliestSince = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
 func parseSince(s string, now time.Time) (time.Time, error) {
 	for _, l := range sinceLayouts {
 		if t, err := time.Parse(l, s); err == nil {
 			if t.After(now) {
 				return time.Time{}, &UsageError{Msg: fmt.Sprintf("since %q is in the future", clip(s, 40))}
+			}
+			if t.Before(earliestSince) {
+				return time.Time{}, &UsageError{Msg: fmt.Sprintf("since %q is before 2000: give the time of the last transition, as in its announcement", clip(s, 40))}
 			}
 			return t.UTC(), nil
 		}
@@ -686,36 +740,63 @@ func (h *Handler) init(ctx context.Context, c *call) (Response, error) {
 	now := h.now()
 	phase, since := state.Proxied, now
 	args := c.args
+	bare := len(args) == 0
 	if len(args) > 0 {
 		p, err := state.ParsePhase(strings.ToLower(args[0]))
 		if err != nil {
+			if !c.named {
+				err = fmt.Errorf("%q is neither a phase (proxied, cutover, decommissioned) nor a configured migration (%s)", clip(args[0], 40), strings.Join(h.names(), ", "))
+			}
 			return Response{}, &UsageError{Msg: err.Error()}
 		}
 		phase, args = p, args[1:]
 	}
-	if len(args) > 0 {
+	if len(args) > 0 && !strings.EqualFold(args[0], "confirm") {
 		t, err := parseSince(args[0], now)
 		if err != nil {
 			return Response{}, err
 		}
 		since, args = t, args[1:]
 	}
+	if phase == state.Decommissioned {
+		// Restoring the final phase makes rollback impossible: it takes the typed phrase too.
+		if len(args) == 0 || !strings.EqualFold(args[0], "confirm") || strings.Join(args[1:], " ") != c.m.Phrase() {
+			return Response{Failed: true, Text: fmt.Sprintf("%s: init decommissioned is final: rollback becomes impossible and the reports stop; nothing changed.\nIf %s really is decommissioned, type exactly:\n/migration init %s decommissioned %s confirm %s",
+				c.m.Name, orText(c.m.SourceHost, "the source"), c.m.Name, since.Format(time.RFC3339), c.m.Phrase())}, nil
+		}
+		args = nil
+	}
 	if len(args) > 0 {
 		return Response{}, h.unexpected(args[0])
+	}
+	sctx, cancel := h.storeCtx(ctx)
+	defer cancel()
+	if bare {
+		// A bare init after a state loss would silently reset the phase to proxied: when the
+		// audit log survived, it says where the migration really was.
+		snap, err := h.Store.Snapshot(sctx, c.m.Name, 20)
+		if err != nil {
+			return Response{}, err
+		}
+		if !snap.Found {
+			if p, t, ok := lastPhase(snap.Events); ok {
+				return Response{Failed: true, Text: fmt.Sprintf("%s: its state is missing but its audit log survived, and the last transition moved it to %s at %s; nothing changed.\nRestore that with /migration init %s %s %s, or say the phase and time explicitly if the log is wrong.",
+					c.m.Name, p, fmtTime(t), c.m.Name, p, t.Format(time.RFC3339))}, nil
+			}
+		}
 	}
 	rec := state.Record{Phase: phase, Since: since, By: c.req.UserID, Reason: "initialised", RequestID: c.req.RequestID, ConfidenceDays: c.m.ConfidenceDays}
 	if phase != state.Proxied {
 		rec.CutoverAt = since
 	}
-	sctx, cancel := h.storeCtx(ctx)
-	defer cancel()
 	rec, err := h.Store.Apply(sctx, c.m.Name, state.Change{
 		From: state.None, Next: rec,
 		Audit: state.Entry{At: now, By: c.req.UserID, Event: string(state.EventInit), Reason: fmt.Sprintf("%s since %s", phase, fmtTime(since)), RequestID: c.req.RequestID},
 	})
 	var ce *state.ConflictError
 	if errors.As(err, &ce) {
-		return refusal(c.m.Name, ce.Current, fmt.Sprintf("already initialised, in phase %s", ce.Current.Phase)), nil
+		return Response{Failed: true, Text: fmt.Sprintf("%s: already initialised, in phase %s since %s (by %s); nothing changed. See /migration status %s.",
+			c.m.Name, ce.Current.Phase, fmtTime(ce.Current.Since), mention(ce.Current.By), c.m.Name)}, nil
 	}
 	if err != nil {
 		return Response{}, err
@@ -725,6 +806,27 @@ func (h *Handler) init(ctx context.Context, c *call) (Response, error) {
 		text += fmt.Sprintf(" Confidence period: %s; earliest decommission %s.", strings.TrimPrefix(headline(rec, now), c.m.Name+": phase cutover, "), fmtTime(rec.ConfidenceEnds()))
 	}
 	return Response{Announce: true, Text: text}, nil
+}
+
+// lastPhase finds, in events (newest first), the phase the last applied transition moved to
+// and since when.
+func lastPhase(events []state.Entry) (state.Phase, time.Time, bool) {
+	for _, e := range events {
+		if e.Result != "ok" || e.To == "" || (e.From == e.To && e.Event != string(state.EventInit)) {
+			continue
+		}
+		at := e.At
+		if e.Event == string(state.EventInit) {
+			// init records "<phase> since <time>": the restored time, not the typing time.
+			if _, s, ok := strings.Cut(e.Reason, " since "); ok {
+				if t, err := time.Parse("2006-01-02 15:04 UTC", s); err == nil {
+					at = t
+				}
+			}
+		}
+		return e.To, at, true
+	}
+	return "", time.Time{}, false
 }
 
 func fmtTime(t time.Time) string {

@@ -119,6 +119,9 @@ func runShell(ctx context.Context, args []string, getenv func(string) string, st
 	configPath := fs.String("config", getenv("MIGRATIONBOT_CONFIG"), "TOML configuration `file`")
 	as := fs.String("as", "", "Slack user `ID` to run the commands as (default: the first admin)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // the flag package printed the flags
+		}
 		return usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
@@ -131,10 +134,15 @@ func runShell(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	defer a.close()
 	user := *as
-	if user == "" {
+	asSet := false
+	fs.Visit(func(f *flag.Flag) { asSet = asSet || f.Name == "as" })
+	if user == "" && !asSet {
 		user = firstUser(a.cfg.Roles.Admins)
 	}
-	if user == "" || !userRE.MatchString(user) {
+	if user == "" && !asSet {
+		return usageError{"shell: [roles] admins names no user ID (U...) to run as: pass --as U..."}
+	}
+	if !userRE.MatchString(user) {
 		return usageError{fmt.Sprintf("shell: --as %q is not a Slack user ID (U...)", user)}
 	}
 	sh := &bot.Shell{Handler: a.handler, User: user, In: stdin, Out: stdout, Prompt: isTerminal(stdin), Log: log}

@@ -30,6 +30,9 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	configPath := fs.String("config", getenv("MIGRATIONBOT_CONFIG"), "TOML configuration `file`")
 	addr := fs.String("addr", orDefault(getenv("MIGRATIONBOT_ADDR"), defaultAddr), "HTTP listen `address`")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // the flag package printed the flags
+		}
 		return usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
