@@ -157,9 +157,8 @@ type reply struct {
 }
 
 type answer struct {
-	msg       Message
-	inChannel bool
-	failed    bool // refused or failed: nothing changed
+	msg    Message
+	failed bool // refused or failed: nothing changed
 }
 
 func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
@@ -187,12 +186,12 @@ func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 	if n := r.Header.Get("X-Slack-Retry-Num"); n != "" {
 		log = log.With("retry", n, "retry_reason", r.Header.Get("X-Slack-Retry-Reason"))
 	}
-	msg, inChannel, started := s.slashCommand(r.Context().Done(), log, req, form.Get("response_url"), start)
+	msg, started := s.slashCommand(r.Context().Done(), log, req, form.Get("response_url"), start)
 	if !started {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	writeReply(w, log, msg, inChannel)
+	writeReply(w, log, msg)
 }
 
 // readVerified reads a request's body (capped at MaxBody) and verifies Slack's signature over
@@ -223,7 +222,7 @@ func (s *Server) readVerified(w http.ResponseWriter, r *http.Request, log *slog.
 // what to acknowledge it with: the answer when it is ready within AckAfter of start (and before
 // cancel is closed), otherwise WorkingText, the answer following through responseURL. started is
 // false when the server is shutting down and the command was not run.
-func (s *Server) slashCommand(cancel <-chan struct{}, log *slog.Logger, req commands.Request, responseURL string, start time.Time) (msg Message, inChannel, started bool) {
+func (s *Server) slashCommand(cancel <-chan struct{}, log *slog.Logger, req commands.Request, responseURL string, start time.Time) (msg Message, started bool) {
 	log = log.With("request", req.RequestID, "user", req.UserID, "channel", req.ChannelID, "text", clipRunes(req.Text, 200))
 	slow := s.Commands.IsSlow(req.Text)
 	deadline := start.Add(s.ackAfter())
@@ -232,12 +231,12 @@ func (s *Server) slashCommand(cancel <-chan struct{}, log *slog.Logger, req comm
 	}
 	a, ready, started := s.dispatch(cancel, log, req, responseURL, deadline)
 	if !started {
-		return Message{}, false, false
+		return Message{}, false
 	}
 	if !ready {
-		return Message{Text: WorkingText}, false, true
+		return Message{Text: WorkingText}, true
 	}
-	return a.msg, a.inChannel, true
+	return a.msg, true
 }
 
 // dispatch runs req in the background. When its answer is ready before deadline (a zero
@@ -325,10 +324,11 @@ func (s *Server) watch(log *slog.Logger, resp commands.Response) {
 // there, and returns the caller's answer, which says where the announcement went.
 func (s *Server) announce(ctx context.Context, log *slog.Logger, req commands.Request, resp commands.Response) answer {
 	var a answer
+	// Every transition is posted with chat.postMessage, even when typed in the migration's own
+	// channel: an in_channel reply through response_url can fail or come late, and the channel
+	// must hear of the change either way. The caller's own answer stays ephemeral.
 	if resp.Announce && resp.Channel != "" {
-		if resp.Channel == req.ChannelID {
-			a.inChannel = true // typed in the migration's channel: the answer is the announcement
-		} else if err := s.postAnnouncement(ctx, resp); err != nil {
+		if err := s.postAnnouncement(ctx, resp); err != nil {
 			log.Error("announcement failed", "migration", resp.Migration, "announce_channel", resp.Channel, "err", err)
 			resp.Text += fmt.Sprintf("\nThe announcement to <#%s> failed (%v): if the bot is not in that channel, /invite it there; tell the channel yourself meanwhile.", resp.Channel, err)
 		} else {
@@ -352,17 +352,15 @@ func (s *Server) respondLater(ctx context.Context, log *slog.Logger, responseURL
 		log.Error("the answer came after the ack but there is no response_url to send it to")
 		return
 	}
-	if err := s.Responder.Respond(ctx, responseURL, a.msg, a.inChannel); err != nil {
+	if err := s.Responder.Respond(ctx, responseURL, a.msg, false); err != nil {
 		log.Error("answer through response_url failed", "err", err)
 	}
 }
 
-func writeReply(w http.ResponseWriter, log *slog.Logger, msg Message, inChannel bool) {
-	rt := "ephemeral"
-	if inChannel {
-		rt = "in_channel"
-	}
-	b, err := json.Marshal(reply{ResponseType: rt, Text: msg.Text, Blocks: msg.Blocks})
+// writeReply answers a slash command in its HTTP response: to the caller only (transitions reach
+// the channel through chat.postMessage).
+func writeReply(w http.ResponseWriter, log *slog.Logger, msg Message) {
+	b, err := json.Marshal(reply{ResponseType: "ephemeral", Text: msg.Text, Blocks: msg.Blocks})
 	if err != nil {
 		log.Error("encode answer", "err", err)
 		b, _ = json.Marshal(reply{ResponseType: "ephemeral", Text: msg.Text})

@@ -231,7 +231,7 @@ func (f *stubCommands) Handle(ctx context.Context, req commands.Request) (comman
 func (f *stubCommands) IsSlow(string) bool { return f.slow }
 
 // TestCommandAnswers covers where an answer goes: the HTTP response, response_url after a
-// "working on it" ack, in_channel, and the channel announcement.
+// "working on it" ack, and the channel announcement.
 func TestCommandAnswers(t *testing.T) {
 	status := commands.Response{Text: "example: phase cutover, day 3 of 14", Migration: "example", Channel: "C0MIGRATION"}
 	moved := commands.Response{Text: "example moved to cutover by <@U1>.\nPASS mapping: empty", Migration: "example", Channel: "C0MIGRATION", Announce: true}
@@ -251,8 +251,10 @@ func TestCommandAnswers(t *testing.T) {
 		{name: "late read-only", cmd: &stubCommands{delay: 3 * ack, resp: status}, channel: "C0OPS", wantHTTP: WorkingText, wantType: "ephemeral", wantLate: true, wantInFinal: "day 3 of 14"},
 		{name: "known slow", cmd: &stubCommands{slow: true, resp: status}, channel: "C0OPS", wantHTTP: WorkingText, wantType: "ephemeral", wantLate: true, wantInFinal: "day 3 of 14"},
 		{name: "transition elsewhere", cmd: &stubCommands{resp: moved}, channel: "C0OPS", wantHTTP: "Announced in <#C0MIGRATION>", wantType: "ephemeral", wantPosts: 1},
-		{name: "transition in its channel", cmd: &stubCommands{resp: moved}, channel: "C0MIGRATION", wantHTTP: "moved to cutover", wantType: "in_channel"},
-		{name: "late transition in its channel", cmd: &stubCommands{slow: true, resp: moved}, channel: "C0MIGRATION", wantHTTP: WorkingText, wantType: "in_channel", wantLate: true, wantInFinal: "moved to cutover"},
+		// In its own channel too the transition is posted with chat.postMessage: a failed or late
+		// response_url reply must not leave the channel without the news.
+		{name: "transition in its channel", cmd: &stubCommands{resp: moved}, channel: "C0MIGRATION", wantHTTP: "Announced in <#C0MIGRATION>", wantType: "ephemeral", wantPosts: 1},
+		{name: "late transition in its channel", cmd: &stubCommands{slow: true, resp: moved}, channel: "C0MIGRATION", wantHTTP: WorkingText, wantType: "ephemeral", wantLate: true, wantInFinal: "moved to cutover", wantPosts: 1},
 		{name: "announcement fails", cmd: &stubCommands{resp: moved}, channel: "C0OPS", failPosts: true, wantHTTP: "The announcement to <#C0MIGRATION> failed (", wantType: "ephemeral"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

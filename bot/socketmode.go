@@ -122,18 +122,18 @@ func (sm *SocketMode) handle(ctx context.Context, evt socketmode.Event) {
 			return
 		}
 		req := commands.Request{UserID: data.UserID, ChannelID: data.ChannelID, Text: data.Text, RequestID: commands.NewRequestID()}
-		msg, inChannel, started := s.slashCommand(ctx.Done(), log, req, data.ResponseURL, start)
+		msg, started := s.slashCommand(ctx.Done(), log, req, data.ResponseURL, start)
 		if !started {
 			msg = Message{Text: "migrationbot is restarting: nothing was done. Try again in a moment."}
 		}
-		p := replyOf(msg, inChannel)
+		p := replyOf(msg)
 		if b, err := json.Marshal(p); err == nil && len(b) > maxAck {
 			// Too large for an acknowledgement: acknowledge, and send the answer through
 			// response_url instead.
 			log.Info("answer too large for a socket mode acknowledgement; it follows through response_url", "bytes", len(b))
-			sm.ack(ctx, log, envelope, replyOf(Message{Text: WorkingText}, false))
+			sm.ack(ctx, log, envelope, replyOf(Message{Text: WorkingText}))
 			s.jobs.start(deliverTimeout, func(jctx context.Context) {
-				s.respondLater(jctx, log, data.ResponseURL, answer{msg: msg, inChannel: inChannel})
+				s.respondLater(jctx, log, data.ResponseURL, answer{msg: msg})
 			})
 			return
 		}
@@ -159,12 +159,9 @@ func (sm *SocketMode) ack(ctx context.Context, log *slog.Logger, envelope string
 }
 
 // replyOf is a slash command's answer as Slack reads it, with Block Kit as JSON values.
-func replyOf(msg Message, inChannel bool) reply {
-	rt := "ephemeral"
-	if inChannel {
-		rt = "in_channel"
-	}
-	return reply{ResponseType: rt, Text: msg.Text, Blocks: msg.Blocks}
+// It goes to the caller only: transitions reach the channel through chat.postMessage.
+func replyOf(msg Message) reply {
+	return reply{ResponseType: "ephemeral", Text: msg.Text, Blocks: msg.Blocks}
 }
 
 // slogWriter passes slack-go's socketmode log lines (debug output, off by default) to slog.

@@ -435,13 +435,14 @@ func TestServeFlow(t *testing.T) {
 	}
 	mustContain(t, "status", text, "alpha: phase cutover, day 1 of 14")
 
-	// rollback typed in the migration's own channel: answered in_channel, not posted again.
+	// rollback typed in the migration's own channel: posted with chat.postMessage like any
+	// transition (a response_url reply can fail or come late); the caller's answer is ephemeral.
 	a = s.command(t, "U0OPS", "C0ALPHA", "rollback alpha IMAP logins failing")
 	rt, text = s.final(t, a)
-	if rt != "in_channel" {
-		t.Errorf("rollback in its channel: response_type %q, want in_channel", rt)
+	if rt != "ephemeral" {
+		t.Errorf("rollback in its channel: response_type %q, want ephemeral", rt)
 	}
-	mustContain(t, "rollback", text, "alpha rolled back to proxied by <@U0OPS>: IMAP logins failing", "Rollback runbook")
+	mustContain(t, "rollback", text, "alpha rolled back to proxied by <@U0OPS>: IMAP logins failing", "Rollback runbook", "Announced in <#C0ALPHA>")
 
 	// beta: restored in cutover 30 days ago, so the confidence period is over.
 	since := time.Now().UTC().AddDate(0, 0, -30).Format("2006-01-02")
@@ -466,9 +467,9 @@ func TestServeFlow(t *testing.T) {
 	_, text = s.final(t, a)
 	mustContain(t, "decommission confirm", text, "beta decommissioned by <@U0ADMIN>", "Announced in <#C0BETA>")
 
-	waitFor(t, 5*time.Second, "four announcements", func() bool { return len(f.postsSnapshot()) == 4 })
+	waitFor(t, 5*time.Second, "five announcements", func() bool { return len(f.postsSnapshot()) == 5 })
 	posts = f.postsSnapshot()
-	wantChannels := []string{"C0ALPHA", "C0ALPHA", "C0BETA", "C0BETA"}
+	wantChannels := []string{"C0ALPHA", "C0ALPHA", "C0ALPHA", "C0BETA", "C0BETA"}
 	for i, p := range posts {
 		if p.Get("channel") != wantChannels[i] {
 			t.Errorf("post %d: channel %q, want %q (text %q)", i, p.Get("channel"), wantChannels[i], p.Get("text"))
@@ -477,7 +478,8 @@ func TestServeFlow(t *testing.T) {
 			t.Errorf("post %d: text and blocks must both be set", i)
 		}
 	}
-	mustContain(t, "decommission announcement", posts[3].Get("text"), "beta decommissioned")
+	mustContain(t, "rollback announcement", posts[2].Get("text"), "alpha rolled back to proxied")
+	mustContain(t, "decommission announcement", posts[4].Get("text"), "beta decommissioned")
 
 	a = s.command(t, "U0VIEW", "C0OPS", "status beta")
 	_, text = s.final(t, a)
