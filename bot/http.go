@@ -178,6 +178,8 @@ func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 		ChannelID: form.Get("channel_id"),
 		Text:      form.Get("text"),
 		RequestID: commands.NewRequestID(),
+		// A redelivered or replayed request carries the same trigger_id: applied once.
+		DeliveryID: form.Get("trigger_id"),
 	}
 	if req.UserID == "" {
 		s.refuse(w, log, "malformed form", errors.New("no user_id"))

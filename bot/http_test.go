@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,9 +71,12 @@ func (r *respRecorder) count() int {
 func slashBody(user, channel, text, responseURL string) string {
 	return url.Values{
 		"token": {"x"}, "team_id": {"T0"}, "channel_id": {channel}, "user_id": {user},
-		"command": {"/migration"}, "text": {text}, "response_url": {responseURL}, "trigger_id": {"1.2"},
+		"command": {"/migration"}, "text": {text}, "response_url": {responseURL}, "trigger_id": {fmt.Sprintf("1.2.%d", triggers.Add(1))},
 	}.Encode()
 }
+
+// triggers numbers trigger_ids: Slack gives each invocation its own.
+var triggers atomic.Int64
 
 // post sends body to the server at base, signed for ts unless sig is given ("-" for none).
 func signedPost(t *testing.T, base, body, ts, sig string, hdr map[string]string) (*http.Response, string, time.Duration) {

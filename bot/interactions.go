@@ -210,7 +210,7 @@ func (s *Server) submitRollback(cancel <-chan struct{}, log *slog.Logger, reqID 
 	if reason == "" {
 		return modalErrors(ReasonBlockID, "A reason is required: it goes into the audit log and the announcement.")
 	}
-	req := commands.Request{UserID: ic.User.ID, ChannelID: meta.Channel, Text: "rollback " + meta.Migration + " " + reason, RequestID: reqID}
+	req := commands.Request{UserID: ic.User.ID, ChannelID: meta.Channel, Text: "rollback " + meta.Migration + " " + reason, RequestID: reqID, DeliveryID: ic.TriggerID}
 	return s.submit(cancel, log, req, meta, ReasonBlockID, start)
 }
 

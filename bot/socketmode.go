@@ -121,7 +121,7 @@ func (sm *SocketMode) handle(ctx context.Context, evt socketmode.Event) {
 			sm.ack(ctx, log, envelope, nil)
 			return
 		}
-		req := commands.Request{UserID: data.UserID, ChannelID: data.ChannelID, Text: data.Text, RequestID: commands.NewRequestID()}
+		req := commands.Request{UserID: data.UserID, ChannelID: data.ChannelID, Text: data.Text, RequestID: commands.NewRequestID(), DeliveryID: data.TriggerID}
 		msg, started := s.slashCommand(ctx.Done(), log, req, data.ResponseURL, start)
 		if !started {
 			msg = Message{Text: "migrationbot is restarting: nothing was done. Try again in a moment."}

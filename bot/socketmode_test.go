@@ -105,7 +105,7 @@ func envelope(t *testing.T, c *websocket.Conn, id, typ string, payload any) (soc
 func slashPayload(user, channel, text, responseURL string) map[string]any {
 	return map[string]any{
 		"token": "x", "team_id": "T0", "channel_id": channel, "user_id": user, "command": "/migration",
-		"text": text, "response_url": responseURL, "trigger_id": "1.2", "api_app_id": "A0APP", "is_enterprise_install": "false",
+		"text": text, "response_url": responseURL, "trigger_id": fmt.Sprintf("1.2.%d", triggers.Add(1)), "api_app_id": "A0APP", "is_enterprise_install": "false",
 	}
 }
 

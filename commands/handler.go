@@ -55,6 +55,9 @@ type Request struct {
 	ChannelID string // where it was typed; a channel bound to one migration needs no name
 	Text      string // "status example", with or without the leading "/migration"
 	RequestID string // for the audit log; generated when empty
+	// DeliveryID is Slack's trigger_id: the same when Slack redelivers a request or it is
+	// replayed, so a change is applied once per delivery. Empty: not checked (the shell).
+	DeliveryID string
 }
 
 // Response is the answer to a command.

@@ -362,11 +362,21 @@ func conflict(name string, ev state.Event, cur state.Record) Response {
 		name, cur.Phase, mention(cur.By), fmtTime(cur.Since), name)}
 }
 
+// duplicate answers a Slack request that arrived again after it was applied.
+func duplicate(name string, cur state.Record) Response {
+	return Response{Failed: true, Text: fmt.Sprintf("%s: this request arrived twice (Slack delivered it again) and was applied the first time only; nothing changed now. It is in phase %s since %s (by %s).",
+		name, cur.Phase, fmtTime(cur.Since), mention(cur.By))}
+}
+
 // applied maps the outcome of Store.Apply to a response, or returns the store error.
 func applied(name string, ev state.Event, err error) (Response, bool, error) {
 	var ce *state.ConflictError
 	if errors.As(err, &ce) {
 		return conflict(name, ev, ce.Current), false, nil
+	}
+	var de *state.DuplicateError
+	if errors.As(err, &de) {
+		return duplicate(name, de.Current), false, nil
 	}
 	if err != nil {
 		return Response{}, false, err
@@ -445,7 +455,8 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 		From: state.Proxied,
 		Next: state.Record{Phase: state.Cutover, Since: now, By: c.req.UserID, Reason: reason,
 			RequestID: c.req.RequestID, CutoverAt: now, ConfidenceDays: c.m.ConfidenceDays},
-		Audit: state.Entry{At: now, By: c.req.UserID, Event: event, Reason: reason, RequestID: c.req.RequestID},
+		Audit:    state.Entry{At: now, By: c.req.UserID, Event: event, Reason: reason, RequestID: c.req.RequestID},
+		Delivery: c.req.DeliveryID,
 	}, encodeChecks(gate))
 	if resp, ok, err := applied(c.m.Name, state.EventCutover, err); !ok {
 		return resp, err
@@ -522,7 +533,8 @@ func (h *Handler) rollback(ctx context.Context, c *call) (Response, error) {
 		From: state.Cutover,
 		Next: state.Record{Phase: state.Proxied, Since: now, By: c.req.UserID, Reason: reason,
 			RequestID: c.req.RequestID, ConfidenceDays: c.m.ConfidenceDays},
-		Audit: state.Entry{At: now, By: c.req.UserID, Event: string(state.EventRollback), Reason: reason, RequestID: c.req.RequestID},
+		Audit:    state.Entry{At: now, By: c.req.UserID, Event: string(state.EventRollback), Reason: reason, RequestID: c.req.RequestID},
+		Delivery: c.req.DeliveryID,
 	}, nil)
 	if resp, ok, err := applied(c.m.Name, state.EventRollback, err); !ok {
 		return resp, err
@@ -690,7 +702,8 @@ func (h *Handler) extend(ctx context.Context, c *call) (Response, error) {
 	next.RequestID = c.req.RequestID
 	next, err = h.Store.Apply(sctx, c.m.Name, state.Change{
 		From: state.Cutover, Version: rec.Version, Next: next,
-		Audit: state.Entry{At: now, By: c.req.UserID, Event: fmt.Sprintf("extend %+d", days), Reason: reason, RequestID: c.req.RequestID},
+		Audit:    state.Entry{At: now, By: c.req.UserID, Event: fmt.Sprintf("extend %+d", days), Reason: reason, RequestID: c.req.RequestID},
+		Delivery: c.req.DeliveryID,
 	})
 	if resp, ok, err := applied(c.m.Name, state.EventExtend, err); !ok {
 		return resp, err
@@ -791,8 +804,13 @@ func (h *Handler) init(ctx context.Context, c *call) (Response, error) {
 	}
 	rec, err := h.Store.Apply(sctx, c.m.Name, state.Change{
 		From: state.None, Next: rec,
-		Audit: state.Entry{At: now, By: c.req.UserID, Event: string(state.EventInit), Reason: fmt.Sprintf("%s since %s", phase, fmtTime(since)), RequestID: c.req.RequestID},
+		Audit:    state.Entry{At: now, By: c.req.UserID, Event: string(state.EventInit), Reason: fmt.Sprintf("%s since %s", phase, fmtTime(since)), RequestID: c.req.RequestID},
+		Delivery: c.req.DeliveryID,
 	})
+	var de *state.DuplicateError
+	if errors.As(err, &de) {
+		return duplicate(c.m.Name, de.Current), nil
+	}
 	var ce *state.ConflictError
 	if errors.As(err, &ce) {
 		return Response{Failed: true, Text: fmt.Sprintf("%s: already initialised, in phase %s since %s (by %s); nothing changed. See /migration status %s.",

@@ -20,6 +20,9 @@ func (k keys) audit(name string) string { return k.base(name) + "audit" }
 // challenge is the hash of the pending decommission challenge (user, phrase, expires), with a TTL.
 func (k keys) challenge(name string) string { return k.base(name) + "challenge" }
 
+// delivery marks a Slack delivery (its trigger_id) as applied, for DeliveryTTL.
+func (k keys) delivery(name, id string) string { return k.base(name) + "delivery:" + id }
+
 // checks is the hash of the last check results, one JSON value per check id.
 func (k keys) checks(name string) string { return k.base(name) + "checks" }
 

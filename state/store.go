@@ -33,6 +33,18 @@ func (e *ConflictError) Error() string {
 
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
+// DuplicateError: the same Slack delivery (Change.Delivery) was already applied; nothing
+// changed now. It carries the current record.
+type DuplicateError struct{ Current Record }
+
+func (e *DuplicateError) Error() string {
+	return fmt.Sprintf("duplicate delivery: %s is in %s (version %d)", e.Current.Name, e.Current.Phase, e.Current.Version)
+}
+
+// DeliveryTTL is how long a delivery is remembered: longer than the 5 minutes a signed Slack
+// request stays valid, so a replayed or redelivered request is caught.
+const DeliveryTTL = 10 * time.Minute
+
 // Record is the state of one migration.
 type Record struct {
 	Name           string
@@ -70,6 +82,10 @@ type Change struct {
 	Version int64 // expected current version; 0 accepts any
 	Next    Record
 	Audit   Entry
+	// Delivery identifies the Slack request the change came from (its trigger_id), the same on
+	// every redelivery: a delivery already applied is answered with a *DuplicateError. Empty:
+	// not checked.
+	Delivery string
 }
 
 // Store keeps migration state in Redis.
@@ -176,15 +192,16 @@ func (s *Store) SaveChecks(ctx context.Context, name string, results map[string]
 //
 // KEYS[1] state hash, KEYS[2] audit stream, KEYS[3] check results hash, KEYS[4] decommission
 // challenge (dropped when the phase changes: a phrase issued in cutover means nothing after a
-// rollback)
+// rollback), KEYS[5] (optional) the marker of the Slack delivery, kept for DeliveryTTL
 // ARGV[1] expected phase ("" = the record must not exist), ARGV[2] expected version ("0" = any),
 // ARGV[3] audit cap, ARGV[4] n = number of record field/value pairs, ARGV[5] a = number of audit
 // field/value pairs, ARGV[6] the request id, then the new record's n pairs, the audit entry's a
 // pairs, and the rest: check results (id/JSON pairs) to store with the change.
 // Returns {"ok", {record...}, {checks...}} with the new record and every stored check result,
-// {"conflict", {record...}, {}} with the current record, or {"notfound", {}, {}}. The record
-// gets version = old version + 1 and replaces the old one whole. Running the script again for
-// the same request (a client retry after a lost reply) returns "ok" and changes nothing.
+// {"conflict", {record...}, {}} with the current record, {"duplicate", {record...}, {}} when the
+// delivery was applied before, or {"notfound", {}, {}}. The record gets version = old version
+// + 1 and replaces the old one whole. Running the script again for the same request (a client
+// retry after a lost reply) returns "ok" and changes nothing.
 var transitionScript = redis.NewScript(`
 local cur = redis.call('HGETALL', KEYS[1])
 local version = 0
@@ -194,14 +211,17 @@ local newPhase = ''
 for i = first, audit - 1, 2 do
   if ARGV[i] == 'phase' then newPhase = ARGV[i + 1] end
 end
+local rec = {}
+for i = 1, #cur, 2 do rec[cur[i]] = cur[i + 1] end
+if #cur > 0 and ARGV[6] ~= '' and rec['request_id'] == ARGV[6] and rec['phase'] == newPhase then
+  return {'ok', cur, redis.call('HGETALL', KEYS[3])}
+end
+if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 1 then
+  return {'duplicate', cur, {}}
+end
 if #cur == 0 then
   if ARGV[1] ~= '' then return {'notfound', {}, {}} end
 else
-  local rec = {}
-  for i = 1, #cur, 2 do rec[cur[i]] = cur[i + 1] end
-  if ARGV[6] ~= '' and rec['request_id'] == ARGV[6] and rec['phase'] == newPhase then
-    return {'ok', cur, redis.call('HGETALL', KEYS[3])}
-  end
   if ARGV[1] == '' or rec['phase'] ~= ARGV[1] or (ARGV[2] ~= '0' and rec['version'] ~= ARGV[2]) then
     return {'conflict', cur, {}}
   end
@@ -216,6 +236,7 @@ if newPhase ~= ARGV[1] then redis.call('DEL', KEYS[4]) end
 local xadd = {'XADD', KEYS[2], 'MAXLEN', ARGV[3], '*', 'version', tostring(version)}
 for i = audit, checks - 1 do xadd[#xadd + 1] = ARGV[i] end
 redis.call(unpack(xadd))
+if KEYS[5] then redis.call('SET', KEYS[5], ARGV[6], 'PX', '` + strconv.FormatInt(DeliveryTTL.Milliseconds(), 10) + `') end
 if #ARGV >= checks then
   local hset = {'HSET', KEYS[3]}
   for i = checks, #ARGV do hset[#hset + 1] = ARGV[i] end
@@ -248,6 +269,9 @@ func (s *Store) ApplyWithChecks(ctx context.Context, name string, c Change, chec
 		args = append(args, id, js)
 	}
 	keys := []string{s.keys.state(name), s.keys.audit(name), s.keys.checks(name), s.keys.challenge(name)}
+	if c.Delivery != "" {
+		keys = append(keys, s.keys.delivery(name, c.Delivery))
+	}
 	res, err := transitionScript.Run(ctx, s.rdb, keys, args...).Slice()
 	if err != nil {
 		return Record{}, nil, wrapWrite(fmt.Sprintf("apply %s to %s", c.Audit.Event, name), err)
@@ -262,6 +286,8 @@ func (s *Store) ApplyWithChecks(ctx context.Context, name string, c Change, chec
 		return decodeRecord(name, pairs(rec)), stored, nil
 	case "conflict":
 		return Record{}, nil, &ConflictError{Current: decodeRecord(name, pairs(rec))}
+	case "duplicate":
+		return Record{}, nil, &DuplicateError{Current: decodeRecord(name, pairs(rec))}
 	case "notfound":
 		return Record{}, nil, ErrNotFound
 	}

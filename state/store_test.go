@@ -442,3 +442,50 @@ func TestStoreRollbackDropsChallenge(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreDuplicateDelivery: the same Slack delivery (a redelivery or a replay, with another
+// request id) is applied once; another delivery of the same change is judged on its own.
+func TestStoreDuplicateDelivery(t *testing.T) {
+	backends(t, func(t *testing.T, s *Store, rdb redis.UniversalClient) {
+		ctx := context.Background()
+		if _, err := s.Apply(ctx, "m1", initChange("U1", t0)); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := s.Get(ctx, "m1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		extend := func(reqID, delivery string) (Record, error) {
+			next := rec
+			next.ConfidenceDays += 7
+			next.RequestID = reqID
+			return s.Apply(ctx, "m1", Change{From: Proxied, Next: next, Delivery: delivery,
+				Audit: Entry{At: t0, By: "U1", Event: "extend +7", RequestID: reqID}})
+		}
+		first, err := extend("req-a", "trigger-1")
+		if err != nil || first.ConfidenceDays != 21 {
+			t.Fatalf("first delivery: %+v, %v", first, err)
+		}
+		_, err = extend("req-b", "trigger-1")
+		var de *DuplicateError
+		if !errors.As(err, &de) || de.Current.Version != first.Version || de.Current.ConfidenceDays != 21 {
+			t.Fatalf("the same delivery again: got %v, want a DuplicateError carrying version %d", err, first.Version)
+		}
+		if ttl, _ := rdb.PTTL(ctx, s.keys.delivery("m1", "trigger-1")).Result(); ttl <= 0 || ttl > DeliveryTTL {
+			t.Errorf("delivery marker TTL %v, want up to %v", ttl, DeliveryTTL)
+		}
+		rec = first
+		second, err := extend("req-c", "trigger-2")
+		if err != nil || second.ConfidenceDays != 28 {
+			t.Fatalf("another delivery: %+v, %v", second, err)
+		}
+		if n, _ := rdb.XLen(ctx, s.keys.audit("m1")).Result(); n != 3 {
+			t.Errorf("got %d audit entries, want 3 (init and two extends)", n)
+		}
+		// A client retry of the first request (same request id) is still answered "ok".
+		if _, err := s.Apply(ctx, "m1", Change{From: Proxied, Next: second, Delivery: "trigger-2",
+			Audit: Entry{At: t0, By: "U1", Event: "extend +7", RequestID: "req-c"}}); err != nil {
+			t.Errorf("a client retry of the applied request: %v", err)
+		}
+	})
+}

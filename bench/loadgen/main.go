@@ -543,13 +543,16 @@ func newClient(c int) *http.Client {
 	}
 }
 
+// triggers numbers trigger_ids: Slack gives each invocation its own.
+var triggers atomic.Int64
+
 // slashRequest is a slash command signed as Slack signs it.
 func slashRequest(base, user, channel, text, responseURL string) (*http.Request, error) {
 	form := url.Values{
 		"token": {"deprecated"}, "team_id": {"T0TEAM"}, "team_domain": {"example"},
 		"channel_id": {channel}, "channel_name": {"ops"}, "user_id": {user}, "user_name": {"someone"},
 		"command": {"/migration"}, "text": {text}, "response_url": {responseURL},
-		"trigger_id": {"1.2.3"}, "api_app_id": {"A0APP"},
+		"trigger_id": {fmt.Sprintf("1337.%d", triggers.Add(1))}, "api_app_id": {"A0APP"},
 	}
 	body := form.Encode()
 	ts := strconv.FormatInt(time.Now().Unix(), 10)

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -274,10 +275,13 @@ func slashForm(f *fakeSlack, user, channel, text string) (string, string) {
 		"token": {"deprecated"}, "team_id": {"T0TEAM"}, "team_domain": {"example"},
 		"channel_id": {channel}, "channel_name": {"ops"}, "user_id": {user}, "user_name": {"someone"},
 		"command": {"/migration"}, "text": {text}, "response_url": {f.responseURL()},
-		"trigger_id": {"1.2.3"}, "api_app_id": {"A0APP"},
+		"trigger_id": {fmt.Sprintf("1337.%d.%d", time.Now().UnixNano(), triggers.Add(1))}, "api_app_id": {"A0APP"},
 	}
 	return form.Encode(), strconv.FormatInt(time.Now().Unix(), 10)
 }
+
+// triggers numbers trigger_ids: Slack gives each invocation its own.
+var triggers atomic.Int64
 
 func (s *served) send(t *testing.T, body, ts string) slashAnswer {
 	t.Helper()
@@ -486,8 +490,8 @@ func TestServeFlow(t *testing.T) {
 	mustContain(t, "status beta", text, "beta: phase decommissioned")
 }
 
-// TestServeDoubleCutover sends the same signed cutover twice at once (a double submit, the
-// second marked as a Slack retry): one transition in the audit log, one channel post.
+// TestServeDoubleCutover sends the same signed cutover twice at once, and the same signed extend
+// twice one after the other: one change in the audit log each, one channel post each.
 func TestServeDoubleCutover(t *testing.T) {
 	_, prefix := testredis.Real(t)
 	f := newFakeSlack(t)
@@ -540,6 +544,21 @@ func TestServeDoubleCutover(t *testing.T) {
 	if n := strings.Count(text, "cutover by <@U0OPS>: proxied -> cutover"); n != 1 {
 		t.Errorf("history shows %d cutover transitions, want 1:\n%s", n, text)
 	}
+
+	// The same signed extend delivered twice (a replay inside the 5-minute window, or Slack
+	// delivering it again): applied once, announced once; the second is told why.
+	body, ts = slashForm(f, "U0ADMIN", "C0OPS", "extend alpha 2 waiting for the newsletter run")
+	_, first := s.final(t, s.send(t, body, ts))
+	mustContain(t, "extend", first, "confidence period extended by 2 days to 16")
+	_, again := s.final(t, s.send(t, body, ts))
+	mustContain(t, "extend delivered again", again, "this request arrived twice", "nothing changed now")
+	waitFor(t, 5*time.Second, "the extend announcement", func() bool { return len(f.postsSnapshot()) == 3 })
+	time.Sleep(200 * time.Millisecond) // a second announcement would be on its way by now
+	if n := len(f.postsSnapshot()); n != 3 {
+		t.Errorf("chat.postMessage calls: %d, want 3 (init, cutover, one extend)", n)
+	}
+	_, status := s.final(t, s.command(t, "U0VIEW", "C0OPS", "status alpha"))
+	mustContain(t, "status after the doubled extend", status, "day 1 of 16")
 }
 
 // hangingRedis accepts connections and never answers.
