@@ -74,6 +74,8 @@ type Scheduler struct {
 
 	mu     sync.Mutex
 	closed map[string]bool // without a ledger: migrations whose closing report was posted
+
+	deliveries sync.WaitGroup // occurrences being delivered (waiting to retry included)
 }
 
 type scheduleEntry struct {
@@ -141,7 +143,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	for _, e := range s.entries {
 		c.Schedule(e.sched, cron.FuncJob(func() {
 			if occ := latest(e.sched, time.Now().UTC()); !occ.IsZero() {
-				s.deliver(ctx, e, occ)
+				s.spawn(ctx, e, occ)
 			}
 		}))
 	}
@@ -151,7 +153,21 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	<-c.Stop().Done()
+	s.deliveries.Wait()
 	return nil
+}
+
+// spawn delivers one occurrence in the background, so that waiting out another replica's lease
+// or a retry never holds up the next occurrence (cron would skip it as still running).
+func (s *Scheduler) spawn(ctx context.Context, e *scheduleEntry, occ time.Time) {
+	s.deliveries.Go(func() {
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("report delivery panicked", "migration", e.Name, "occurrence", occ.UTC().Format(time.RFC3339), "panic", r)
+			}
+		}()
+		s.deliver(ctx, e, occ)
+	})
 }
 
 // catchUp posts, for each migration, the latest occurrence in (now-CatchUp, now] unless it was
@@ -264,9 +280,9 @@ func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *schedul
 	if errors.Is(err, ErrUncertain) {
 		log.Error("report post outcome unknown: it may have been posted, so it is not sent again", "err", err)
 		if l != nil {
-			if err := l.ReportUncertain(ctx, e.Name, occ); err != nil {
-				log.Warn("recording the uncertain report failed", "err", err)
-			}
+			s.settle(parent, log, "recording the uncertain report", func(ctx context.Context) error {
+				return l.ReportUncertain(ctx, e.Name, occ)
+			})
 		}
 		return false, false
 	}
@@ -281,16 +297,37 @@ func (s *Scheduler) attempt(parent context.Context, log *slog.Logger, e *schedul
 	log.Info("report posted", "channel", channel, "ts", ts, "closing", rep.Closing)
 	s.cfg.Metrics.ReportPosted(rep)
 	if l != nil {
-		if err := l.ReportPosted(ctx, e.Name, occ, ts); err != nil {
-			log.Warn("recording the posted report failed", "ts", ts, "err", err)
-		}
+		s.settle(parent, log.With("ts", ts), "recording the posted report", func(ctx context.Context) error {
+			return l.ReportPosted(ctx, e.Name, occ, ts)
+		})
 		if rep.Closing {
-			if err := l.ClosingReportPosted(ctx, e.Name, ts); err != nil {
-				log.Warn("recording the posted closing report failed", "ts", ts, "err", err)
-			}
+			s.settle(parent, log.With("ts", ts), "recording the posted closing report", func(ctx context.Context) error {
+				return l.ClosingReportPosted(ctx, e.Name, ts)
+			})
 		}
 	}
 	return false, false
+}
+
+// settle records the outcome of a post in the ledger. It must not fail for want of time: the
+// post itself may have used up the attempt's deadline, and an unsettled claim lapses after its
+// lease, when another replica would post the report again. So it runs on a context of its own
+// and tries three times.
+func (s *Scheduler) settle(parent context.Context, log *slog.Logger, what string, f func(context.Context) error) {
+	var err error
+	for i, pause := range []time.Duration{0, 500 * time.Millisecond, 2 * time.Second} {
+		time.Sleep(pause)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), 5*time.Second)
+		err = f(ctx)
+		cancel()
+		if err == nil {
+			if i > 0 {
+				log.Info(what+" succeeded after a retry", "attempts", i+1)
+			}
+			return
+		}
+	}
+	log.Error(what+" failed; the claim lapses after its lease and the report may be posted again", "err", err)
 }
 
 // render is Reports.ScheduledReport with a panic turned into an error (nothing was posted).
@@ -393,7 +430,8 @@ func ParseSchedule(spec string) (s cron.Schedule, err error) {
 //     at the instant that wall clock maps to with the old offset (03:30 in the new one), instead
 //     of not at all that day;
 //   - fall back: a wall-clock time that occurs twice (02:30 CEST and 02:30 CET) fires the first
-//     time only.
+//     time only, when the spec names its hours; an hourly or every-minute spec fires in both
+//     passes of the repeated hour, which are different real hours.
 type dstSafe struct {
 	spec *cron.SpecSchedule
 	loc  *time.Location
@@ -449,9 +487,17 @@ func (d *dstSafe) inGap(t, n time.Time) time.Time {
 	return time.Time{}
 }
 
+// everyHour is a cron hour field with all 24 hours set.
+const everyHour = 1<<24 - 1
+
 // repeated reports whether n is the second occurrence of a wall-clock time that a fall-back
 // change repeats, the first being an occurrence too.
 func (d *dstSafe) repeated(n time.Time) bool {
+	if d.spec.Hour&everyHour == everyHour {
+		// Every hour (or minute): the repeated wall-clock hour is another real hour, with its
+		// own occurrences; only a spec naming its hours means each wall-clock time once.
+		return false
+	}
 	start, _ := n.ZoneBounds()
 	if start.IsZero() || n.Sub(start) >= 3*time.Hour {
 		return false

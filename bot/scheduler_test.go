@@ -31,9 +31,19 @@ type schedPoster struct {
 	posts    []schedPost
 	attempts int
 	fail     func(n int) error
+	delay    time.Duration // how long a post takes
+	hang     bool          // a post never returns before its context ends, then is uncertain
 }
 
-func (p *schedPoster) PostMessage(_ context.Context, channel string, msg Message) (string, error) {
+func (p *schedPoster) PostMessage(ctx context.Context, channel string, msg Message) (string, error) {
+	if p.hang {
+		p.mu.Lock()
+		p.attempts++
+		p.mu.Unlock()
+		<-ctx.Done()
+		return "", fmt.Errorf("post to %s: %w: %v", channel, ErrUncertain, ctx.Err())
+	}
+	time.Sleep(p.delay)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.attempts++
@@ -372,6 +382,14 @@ func TestParseScheduleDST(t *testing.T) {
 			[]string{"2026-03-29T09:00:00Z", "2026-03-30T09:00:00Z"}},
 		{"* * * * *", time.Date(2026, 3, 28, 12, 0, 30, 0, time.UTC),
 			[]string{"2026-03-28T12:01:00Z", "2026-03-28T12:02:00Z"}},
+		// Hourly and every minute in a zone: the repeated hour at fall-back is another real
+		// hour, with its own occurrences (02:30 CEST = 00:30Z, 02:30 CET = 01:30Z).
+		{"CRON_TZ=Europe/Berlin 30 * * * *", time.Date(2026, 10, 25, 0, 0, 0, 0, time.UTC),
+			[]string{"2026-10-25T00:30:00Z", "2026-10-25T01:30:00Z", "2026-10-25T02:30:00Z"}},
+		{"CRON_TZ=Europe/Berlin * * * * *", time.Date(2026, 10, 25, 0, 58, 0, 0, time.UTC),
+			[]string{"2026-10-25T00:59:00Z", "2026-10-25T01:00:00Z", "2026-10-25T01:01:00Z"}},
+		{"CRON_TZ=Europe/Berlin 30 * * * *", time.Date(2026, 3, 29, 0, 0, 0, 0, time.UTC),
+			[]string{"2026-03-29T00:30:00Z", "2026-03-29T01:30:00Z", "2026-03-29T02:30:00Z"}},
 		// @every is aligned (the same occurrences on every replica), not relative to the start.
 		{"@every 90m", time.Date(2026, 3, 28, 12, 0, 0, 0, time.UTC),
 			[]string{"2026-03-28T13:30:00Z", "2026-03-28T15:00:00Z"}},
@@ -695,5 +713,60 @@ func TestSchedulerDeadClaimant(t *testing.T) {
 			t.Errorf("posted at %s, before the lease ended at %s", posts[0].at, lease)
 		}
 		w.checkClaim("example", occ, posts[0].ts)
+	})
+}
+
+// TestSchedulerEveryMinuteSlowPostReplicaStopped: posts take 3 seconds, so the replicas that lose
+// a claim find it unsettled and wait out its lease; that wait must not cost any later occurrence,
+// and stopping a replica mid-way changes nothing.
+func TestSchedulerEveryMinuteSlowPostReplicaStopped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Date(2026, 12, 1, 0, 0, 30, 0, time.UTC)
+		w := newSchedWorld(t, start, schedMig("example", "C0MIG", "* * * * *"))
+		w.init("example", state.Record{Phase: state.Proxied})
+		w.seed()
+		w.poster.delay = 3 * time.Second
+		var replicas []*schedReplica
+		for i := range 3 {
+			replicas = append(replicas, w.start(fmt.Sprint("r", i), nil))
+		}
+		time.Sleep(5*time.Minute + time.Second) // inside the 00:05 post
+		replicas[0].stop()
+		time.Sleep(25 * time.Minute)
+		synctest.Wait()
+		seen := map[string]int{}
+		for _, p := range w.poster.in("C0MIG") {
+			seen[p.at.Truncate(time.Minute).Format("15:04")]++
+		}
+		for m := 1; m <= 30; m++ {
+			if k := fmt.Sprintf("00:%02d", m); seen[k] != 1 {
+				t.Errorf("occurrence %s posted %d times, want 1", k, seen[k])
+			}
+		}
+	})
+}
+
+// TestSchedulerUncertainAtDeadline: a post that hangs until the attempt's deadline is uncertain;
+// recording that must not fail for the same deadline, or another replica would post it again
+// once the lease is over.
+func TestSchedulerUncertainAtDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		occ := time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+		w := newSchedWorld(t, occ.Add(-time.Hour), schedMig("example", "C0MIG", "0 9 * * *"))
+		w.init("example", state.Record{Phase: state.Proxied})
+		w.seed()
+		w.poster.hang = true
+		short := func(c *SchedulerConfig) { c.JobTimeout = 30 * time.Second }
+		w.start("a", short)
+		w.start("b", short)
+		time.Sleep(2 * time.Hour)
+		synctest.Wait()
+		if attempts, _ := w.poster.count(); attempts != 1 {
+			t.Fatalf("post attempts: %d, want 1 (an uncertain post is never sent again)", attempts)
+		}
+		c, err := w.admin.GetReportClaim(context.Background(), "example", occ)
+		if err != nil || !c.Uncertain() {
+			t.Fatalf("claim: %+v, %v; want it marked uncertain", c, err)
+		}
 	})
 }
