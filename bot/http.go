@@ -164,25 +164,26 @@ type answer struct {
 func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	log := s.log().With("remote", r.RemoteAddr)
-	body, ok := s.readVerified(w, r, log, true)
+	id := commands.NewRequestID() // in every log line of this request, a refusal's too
+	body, ok := s.readVerified(w, r, log.With("request", id), true)
 	if !ok {
 		return
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		s.refuse(w, log, "malformed form", err)
+		s.refuse(w, log.With("request", id), "malformed form", err)
 		return
 	}
 	req := commands.Request{
 		UserID:    form.Get("user_id"),
 		ChannelID: form.Get("channel_id"),
 		Text:      form.Get("text"),
-		RequestID: commands.NewRequestID(),
+		RequestID: id,
 		// A redelivered or replayed request carries the same trigger_id: applied once.
 		DeliveryID: form.Get("trigger_id"),
 	}
 	if req.UserID == "" {
-		s.refuse(w, log, "malformed form", errors.New("no user_id"))
+		s.refuse(w, log.With("request", id), "malformed form", errors.New("no user_id"))
 		return
 	}
 	if n := r.Header.Get("X-Slack-Retry-Num"); n != "" {
@@ -332,7 +333,7 @@ func (s *Server) announce(ctx context.Context, log *slog.Logger, req commands.Re
 	if resp.Announce && resp.Channel != "" {
 		if err := s.postAnnouncement(ctx, resp); err != nil {
 			log.Error("announcement failed", "migration", resp.Migration, "announce_channel", resp.Channel, "err", err)
-			resp.Text += fmt.Sprintf("\nThe announcement to <#%s> failed (%v): if the bot is not in that channel, /invite it there; tell the channel yourself meanwhile.", resp.Channel, err)
+			resp.Text += fmt.Sprintf("\nThe announcement to <#%s> failed (%s): if the bot is not in that channel, /invite it there; tell the channel yourself meanwhile.", resp.Channel, userCause(err))
 		} else {
 			resp.Text += fmt.Sprintf("\nAnnounced in <#%s>.", resp.Channel)
 		}

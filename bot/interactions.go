@@ -72,18 +72,19 @@ type modalMeta struct {
 func (s *Server) handleInteraction(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	log := s.log().With("remote", r.RemoteAddr)
-	body, ok := s.readVerified(w, r, log, false)
+	refusing := log.With("request", commands.NewRequestID()) // an accepted one gets its own in interact
+	body, ok := s.readVerified(w, r, refusing, false)
 	if !ok {
 		return
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil || form.Get("payload") == "" {
-		s.refuse(w, log, "malformed interaction", errors.Join(err, errors.New("no payload")))
+		s.refuse(w, refusing, "malformed interaction", errors.Join(err, errors.New("no payload")))
 		return
 	}
 	var ic slack.InteractionCallback
 	if err := json.Unmarshal([]byte(form.Get("payload")), &ic); err != nil {
-		s.refuse(w, log, "malformed interaction payload", err)
+		s.refuse(w, refusing, "malformed interaction payload", err)
 		return
 	}
 	ack := s.interact(r.Context().Done(), log, ic, start)

@@ -207,7 +207,7 @@ func (p *ResponseURLPoster) send(ctx context.Context, responseURL string, msg Me
 	}
 	if err := slack.PostWebhookCustomHTTPContext(ctx, responseURL, hc, wm); err != nil {
 		p.Metrics.SlackError("response_url", err)
-		return fmt.Errorf("response_url: %w", err)
+		return fmt.Errorf("response_url: %w", withoutURL(err))
 	}
 	return nil
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -286,5 +288,44 @@ func TestResponseURLPoster(t *testing.T) {
 	}
 	if blocks, _ := got["blocks"].([]any); len(blocks) != 1 {
 		t.Errorf("blocks: %v", got["blocks"])
+	}
+}
+
+// TestResponseURLNotLogged: a response_url is a credential; a failed post's error, which ends in
+// the logs, does not carry it.
+func TestResponseURLNotLogged(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	secret := "http://" + addr + "/commands/T0/123/SECRETRESPONSEKEY"
+	err = (&ResponseURLPoster{}).Respond(context.Background(), secret, Message{Text: "hi"}, false)
+	if err == nil {
+		t.Fatal("a post to a closed port succeeded")
+	}
+	if strings.Contains(err.Error(), "SECRETRESPONSEKEY") || strings.Contains(err.Error(), "/commands/") {
+		t.Errorf("the error carries the response_url: %v", err)
+	}
+	if !strings.Contains(err.Error(), "response_url") {
+		t.Errorf("the error does not say what failed: %v", err)
+	}
+}
+
+func TestUserCause(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("post to C1: %w", slack.SlackErrorResponse{Err: "not_in_channel"}), "not_in_channel"},
+		{fmt.Errorf("post to C1: %w: %w", ErrUncertain, context.DeadlineExceeded), "may still arrive"},
+		{fmt.Errorf("post to C1: %w", &slack.RateLimitedError{RetryAfter: time.Second}), "rate-limited"},
+		{fmt.Errorf("post to C1: %w", &url.Error{Op: "Post", URL: "https://slack.internal.example/api/chat.postMessage", Err: errors.New("dial tcp: refused")}), "could not be reached"},
+	} {
+		got := userCause(tc.err)
+		if !strings.Contains(got, tc.want) || strings.Contains(got, "example") {
+			t.Errorf("userCause(%v) = %q, want it to say %q and no address", tc.err, got, tc.want)
+		}
 	}
 }

@@ -41,7 +41,7 @@ func (h *Handler) ScheduledReport(ctx context.Context, name string, occurrence t
 	if err != nil {
 		return ScheduledReport{}, fmt.Errorf("report %s: %w", name, err)
 	}
-	c := &call{m: m, now: h.now()}
+	c := &call{m: m, now: h.now(), log: h.log().With("report", name)}
 	var r ScheduledReport
 	switch {
 	case !snap.Found:

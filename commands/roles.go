@@ -3,28 +3,29 @@ package commands
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 )
 
 // roleOf returns the caller's role: deny by default, admin wins over operator. unchecked lists
 // the user groups whose members could not be looked up.
-func (h *Handler) roleOf(ctx context.Context, user string) (role Role, unchecked []string) {
+func (h *Handler) roleOf(ctx context.Context, log *slog.Logger, user string) (role Role, unchecked []string) {
 	if user == "" {
 		return Anyone, nil
 	}
-	isAdmin, ua := h.member(ctx, user, h.Admins)
+	isAdmin, ua := h.member(ctx, log, user, h.Admins)
 	if isAdmin {
 		return Admin, nil
 	}
-	isOperator, uo := h.member(ctx, user, h.Operators)
+	isOperator, uo := h.member(ctx, log, user, h.Operators)
 	if isOperator {
 		return Operator, nil
 	}
 	return Anyone, append(ua, uo...)
 }
 
-func (h *Handler) member(ctx context.Context, user string, ids []string) (bool, []string) {
+func (h *Handler) member(ctx context.Context, log *slog.Logger, user string, ids []string) (bool, []string) {
 	if slices.Contains(ids, user) {
 		return true, nil
 	}
@@ -38,7 +39,7 @@ func (h *Handler) member(ctx context.Context, user string, ids []string) (bool, 
 		}
 		members, err := h.Groups.GroupMembers(ctx, id)
 		if err != nil {
-			h.log().Warn("user group lookup failed", "group", id, "err", err)
+			log.Warn("user group lookup failed", "group", id, "err", err)
 			unchecked = append(unchecked, id)
 			continue
 		}
