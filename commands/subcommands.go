@@ -344,19 +344,19 @@ func (h *Handler) history(ctx context.Context, c *call) (Response, error) {
 	return Response{Text: b.String()}, nil
 }
 
-// refusal answers a change that does not apply to the record's phase.
-func refusal(name string, rec state.Record, why string) Response {
-	if strings.HasPrefix(why, "already") || strings.HasPrefix(why, "nothing to roll back") {
+// refusal answers a change that does not apply to the record's phase (err from state.Next).
+func refusal(name string, rec state.Record, err error) Response {
+	if te := (*state.TransitionError)(nil); errors.As(err, &te) && te.Repeated {
 		// "already in cutover (by X at T)": who moved it there, and when.
-		return Response{Failed: true, Text: fmt.Sprintf("%s: %s (by %s at %s); nothing changed.", name, why, mention(rec.By), fmtTime(rec.Since))}
+		return Response{Failed: true, Text: fmt.Sprintf("%s: %s (by %s at %s); nothing changed.", name, err, mention(rec.By), fmtTime(rec.Since))}
 	}
-	return Response{Failed: true, Text: fmt.Sprintf("%s: %s; nothing changed. It is in phase %s since %s (by %s).", name, why, rec.Phase, fmtTime(rec.Since), mention(rec.By))}
+	return Response{Failed: true, Text: fmt.Sprintf("%s: %s; nothing changed. It is in phase %s since %s (by %s).", name, err, rec.Phase, fmtTime(rec.Since), mention(rec.By))}
 }
 
 // conflict answers a change that lost a race: the record moved since it was read.
 func conflict(name string, ev state.Event, cur state.Record) Response {
 	if _, err := state.Next(cur.Phase, ev); err != nil {
-		return refusal(name, cur, err.Error())
+		return refusal(name, cur, err)
 	}
 	return Response{Failed: true, Text: fmt.Sprintf("%s changed while this ran (now %s, by %s at %s); nothing changed. Check /migration status %s and try again.",
 		name, cur.Phase, mention(cur.By), fmtTime(cur.Since), name)}
@@ -419,7 +419,7 @@ func (h *Handler) cutover(ctx context.Context, c *call) (Response, error) {
 			return Response{}, err
 		}
 		if _, err := state.Next(rec.Phase, state.EventCutover); err != nil {
-			return refusal(c.m.Name, rec, err.Error()), nil
+			return refusal(c.m.Name, rec, err), nil
 		}
 		h.saveChecks(ctx, c, gate)
 		var b strings.Builder
@@ -595,7 +595,7 @@ func (h *Handler) decommission(ctx context.Context, c *call) (Response, error) {
 		return Response{}, err
 	}
 	if _, err := state.Next(rec.Phase, state.EventDecommission); err != nil {
-		return refusal(c.m.Name, rec, err.Error()), nil
+		return refusal(c.m.Name, rec, err), nil
 	}
 	now := h.now()
 	audit := state.Entry{At: now, By: c.req.UserID, Event: "decommission request", From: rec.Phase, To: rec.Phase, RequestID: c.req.RequestID}
@@ -639,7 +639,7 @@ func (h *Handler) confirm(ctx context.Context, c *call, phrase string) (Response
 		switch re.Why {
 		case state.RefusedPhase:
 			_, terr := state.Next(re.Current.Phase, state.EventDecommission)
-			resp := refusal(name, re.Current, terr.Error())
+			resp := refusal(name, re.Current, terr)
 			resp.Text += " This attempt is recorded."
 			return resp, nil
 		case state.RefusedNoChallenge:
@@ -690,7 +690,7 @@ func (h *Handler) extend(ctx context.Context, c *call) (Response, error) {
 		return Response{}, err
 	}
 	if _, err := state.Next(rec.Phase, state.EventExtend); err != nil {
-		return refusal(c.m.Name, rec, err.Error()), nil
+		return refusal(c.m.Name, rec, err), nil
 	}
 	total := rec.ConfidenceDays + days
 	if total < 0 {
@@ -837,7 +837,7 @@ func lastPhase(events []state.Entry) (state.Phase, time.Time, bool) {
 		if e.Event == string(state.EventInit) {
 			// init records "<phase> since <time>": the restored time, not the typing time.
 			if _, s, ok := strings.Cut(e.Reason, " since "); ok {
-				if t, err := time.Parse("2006-01-02 15:04 UTC", s); err == nil {
+				if t, err := time.Parse(timeLayout, s); err == nil {
 					at = t
 				}
 			}
@@ -847,11 +847,14 @@ func lastPhase(events []state.Entry) (state.Phase, time.Time, bool) {
 	return "", time.Time{}, false
 }
 
+// timeLayout is how answers write a time; lastPhase reads init's audit reason back with it.
+const timeLayout = "2006-01-02 15:04 UTC"
+
 func fmtTime(t time.Time) string {
 	if t.IsZero() {
 		return "unknown time"
 	}
-	return t.UTC().Format("2006-01-02 15:04 UTC")
+	return t.UTC().Format(timeLayout)
 }
 
 // ago renders a past duration coarsely: "40s", "5m", "3h", "2d".

@@ -51,6 +51,8 @@ type TransitionError struct {
 	From  Phase
 	Event Event
 	Why   string
+	// Repeated: the event's phase is the current one already (a repeated or racing command).
+	Repeated bool
 }
 
 func (e *TransitionError) Error() string { return e.Why }
@@ -63,13 +65,16 @@ func Next(from Phase, ev Event) (Phase, error) {
 	refuse := func(why string) (Phase, error) {
 		return from, &TransitionError{From: from, Event: ev, Why: why}
 	}
+	again := func(why string) (Phase, error) {
+		return from, &TransitionError{From: from, Event: ev, Why: why, Repeated: true}
+	}
 	if from == None && ev != EventInit {
 		return refuse("no state")
 	}
 	switch ev {
 	case EventInit:
 		if from != None {
-			return refuse("already initialised")
+			return again("already initialised")
 		}
 		return Proxied, nil
 	case EventCutover:
@@ -77,7 +82,7 @@ func Next(from Phase, ev Event) (Phase, error) {
 		case Proxied:
 			return Cutover, nil
 		case Cutover:
-			return refuse("already in cutover")
+			return again("already in cutover")
 		}
 		return refuse("decommissioned is final")
 	case EventRollback:
@@ -85,7 +90,7 @@ func Next(from Phase, ev Event) (Phase, error) {
 		case Cutover:
 			return Proxied, nil
 		case Proxied:
-			return refuse("nothing to roll back: already proxied")
+			return again("nothing to roll back: already proxied")
 		}
 		return refuse("decommissioned is final: the source is gone, there is nothing to roll back to")
 	case EventDecommission:
@@ -95,7 +100,7 @@ func Next(from Phase, ev Event) (Phase, error) {
 		case Proxied:
 			return refuse("decommission needs cutover first")
 		}
-		return refuse("already decommissioned")
+		return again("already decommissioned")
 	case EventExtend:
 		switch from {
 		case Cutover:
