@@ -164,14 +164,15 @@ type answer struct {
 func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	log := s.log().With("remote", r.RemoteAddr)
-	id := commands.NewRequestID() // in every log line of this request, a refusal's too
-	body, ok := s.readVerified(w, r, log.With("request", id), true)
+	id := commands.NewRequestID()       // in every log line of this request, a refusal's too
+	refusing := log.With("request", id) // slashCommand adds it (and more) to log itself
+	body, ok := s.readVerified(w, r, refusing, true)
 	if !ok {
 		return
 	}
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
-		s.refuse(w, log.With("request", id), "malformed form", err)
+		s.refuse(w, refusing, "malformed form", err)
 		return
 	}
 	req := commands.Request{
@@ -183,7 +184,7 @@ func (s *Server) handleCommand(w http.ResponseWriter, r *http.Request) {
 		DeliveryID: form.Get("trigger_id"),
 	}
 	if req.UserID == "" {
-		s.refuse(w, log.With("request", id), "malformed form", errors.New("no user_id"))
+		s.refuse(w, refusing, "malformed form", errors.New("no user_id"))
 		return
 	}
 	if n := r.Header.Get("X-Slack-Retry-Num"); n != "" {

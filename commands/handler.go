@@ -179,7 +179,16 @@ type call struct {
 	// unchecked lists user groups whose members Slack could not tell.
 	unchecked []string
 	named     bool         // the text named the migration
-	log       *slog.Logger // carries the request id
+	log       *slog.Logger // the handler's; logger() adds the request id
+}
+
+// logger is the call's logger, with the request id. Made when something is logged (rarely: a
+// warning), not for every command.
+func (c *call) logger() *slog.Logger {
+	if c.req.RequestID == "" {
+		return c.log
+	}
+	return c.log.With("request", c.req.RequestID)
 }
 
 // IsSlow reports whether the command in text may take longer than Slack's 3-second ack.
@@ -198,10 +207,10 @@ func (h *Handler) Handle(ctx context.Context, req Request) (Response, error) {
 	if err != nil {
 		return usageResponse(err), nil
 	}
-	c := &call{req: req, sub: p.Sub, args: p.Args, now: h.now(), log: h.log().With("request", req.RequestID)}
+	c := &call{req: req, sub: p.Sub, args: p.Args, now: h.now(), log: h.log()}
 	// Read-only commands need no role: no user group lookup delays them.
 	if p.Sub.Role > Anyone || p.Sub.Name == "help" {
-		c.role, c.unchecked = h.roleOf(ctx, c.log, req.UserID)
+		c.role, c.unchecked = h.roleOf(ctx, c.logger, req.UserID)
 	}
 	if p.Sub.Name == "help" {
 		return h.help(c), nil
@@ -273,7 +282,7 @@ func (h *Handler) auditDenied(ctx context.Context, c *call, p Parsed) {
 	err = h.Store.Audit(sctx, m.Name, state.Entry{At: c.now, By: c.req.UserID, Event: event,
 		Result: "refused: not an admin", RequestID: c.req.RequestID})
 	if err != nil {
-		c.log.Warn("could not record a refused decommission attempt", "migration", m.Name, "user", c.req.UserID, "err", err)
+		c.logger().Warn("could not record a refused decommission attempt", "migration", m.Name, "user", c.req.UserID, "err", err)
 	}
 }
 

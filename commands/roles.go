@@ -9,8 +9,8 @@ import (
 )
 
 // roleOf returns the caller's role: deny by default, admin wins over operator. unchecked lists
-// the user groups whose members could not be looked up.
-func (h *Handler) roleOf(ctx context.Context, log *slog.Logger, user string) (role Role, unchecked []string) {
+// the user groups whose members could not be looked up; log gives the logger for a failed lookup.
+func (h *Handler) roleOf(ctx context.Context, log func() *slog.Logger, user string) (role Role, unchecked []string) {
 	if user == "" {
 		return Anyone, nil
 	}
@@ -25,7 +25,7 @@ func (h *Handler) roleOf(ctx context.Context, log *slog.Logger, user string) (ro
 	return Anyone, append(ua, uo...)
 }
 
-func (h *Handler) member(ctx context.Context, log *slog.Logger, user string, ids []string) (bool, []string) {
+func (h *Handler) member(ctx context.Context, log func() *slog.Logger, user string, ids []string) (bool, []string) {
 	if slices.Contains(ids, user) {
 		return true, nil
 	}
@@ -39,7 +39,7 @@ func (h *Handler) member(ctx context.Context, log *slog.Logger, user string, ids
 		}
 		members, err := h.Groups.GroupMembers(ctx, id)
 		if err != nil {
-			log.Warn("user group lookup failed", "group", id, "err", err)
+			log().Warn("user group lookup failed", "group", id, "err", err)
 			unchecked = append(unchecked, id)
 			continue
 		}

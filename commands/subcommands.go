@@ -279,7 +279,7 @@ func (h *Handler) saveChecks(ctx context.Context, c *call, results []checks.Resu
 	sctx, cancel := h.storeCtx(ctx)
 	defer cancel()
 	if err := h.Store.SaveChecks(sctx, c.m.Name, encodeChecks(results)); err != nil {
-		c.log.Warn("saving check results failed", "migration", c.m.Name, "err", err)
+		c.logger().Warn("saving check results failed", "migration", c.m.Name, "err", err)
 	}
 }
 
