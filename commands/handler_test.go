@@ -639,6 +639,9 @@ func TestOneMigrationUnknownName(t *testing.T) {
 		contains(t, resp.Text, "Usage: /migration "+strings.Fields(cmd)[0])
 	}
 	f.refused(t, admin, "init nosuch", `Error: "nosuch" is neither a phase (proxied, cutover, decommissioned) nor a configured migration (example)`)
+	// A word where a number belongs, with no number after it, may be either: the answer says so.
+	f.refused(t, admin, "extend ten days", `Error: "ten" is neither a number of days nor a configured migration (example)`)
+	f.refused(t, nobody, "history last", `Error: "last" is neither a number of events nor a configured migration (example)`)
 	// Named, the same word is just unexpected.
 	f.refused(t, admin, "cutover example nosuch", `Error: unexpected "nosuch"`)
 	if p := f.phase(t); p != state.Proxied {

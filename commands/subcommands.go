@@ -33,6 +33,18 @@ func (h *Handler) stray(c *call, word string) error {
 	return h.unexpected(word)
 }
 
+// strayOrNumber answers a first word that is not the number expected there, when no migration
+// was named: followed by a number it was meant as a name ("extend exmaple 7 ..."); otherwise it
+// could be either ("extend ten days"), and the answer says so.
+func (h *Handler) strayOrNumber(c *call, number string) error {
+	if len(c.args) > 1 {
+		if _, err := strconv.Atoi(c.args[1]); err == nil {
+			return h.stray(c, c.args[0])
+		}
+	}
+	return &UsageError{Msg: fmt.Sprintf("%q is neither %s nor a configured migration (%s)", clip(c.args[0], 40), number, strings.Join(h.names(), ", "))}
+}
+
 func (h *Handler) unexpected(word string) error {
 	return &UsageError{Msg: fmt.Sprintf("unexpected %q", clip(word, 40))}
 }
@@ -315,7 +327,7 @@ func (h *Handler) history(ctx context.Context, c *call) (Response, error) {
 	if len(c.args) > 0 {
 		v, err := strconv.Atoi(c.args[0])
 		if err != nil && !c.named {
-			return Response{}, h.stray(c, c.args[0])
+			return Response{}, h.strayOrNumber(c, "a number of events")
 		}
 		if err != nil || v < 1 || v > 100 {
 			return Response{}, &UsageError{Msg: fmt.Sprintf("n must be a number from 1 to 100, not %q", clip(c.args[0], 20))}
@@ -674,7 +686,7 @@ func (h *Handler) extend(ctx context.Context, c *call) (Response, error) {
 	}
 	days, err := strconv.Atoi(c.args[0])
 	if err != nil && !c.named && strings.TrimLeft(c.args[0], "+-0123456789") == c.args[0] {
-		return Response{}, h.stray(c, c.args[0])
+		return Response{}, h.strayOrNumber(c, "a number of days")
 	}
 	if err != nil || days == 0 || days < -365 || days > 365 {
 		return Response{}, &UsageError{Msg: fmt.Sprintf("days must be a whole number from -365 to 365 other than 0, not %q", clip(c.args[0], 20))}
